@@ -1,0 +1,1 @@
+"""Attacks on a target: membership inference and (later) model inversion."""

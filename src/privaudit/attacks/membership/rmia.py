@@ -1,0 +1,105 @@
+"""Robust membership inference, RMIA (Zarifzadeh et al. 2024), online and offline.
+
+RMIA compares the target's likelihood of a record, p(x|theta), with its likelihood under reference
+models, p(x). With a fixed population sample Z, its score Pr_z[LR(x, z) >= gamma] is a monotone
+function of p(x|theta)/p(x); we rank by that log-ratio directly, which keeps the ranking identical
+while avoiding the ties a finite Z creates at the top -- exactly where low-FPR operating points live.
+
+Two knobs matter a great deal with few reference models: the softmax temperature of p(x|theta)
+and, offline, the ``a`` that approximates p(x) from OUT models only. Both are tuned on the
+reference models themselves: one reference model plays the target, the others (minus its
+complementary partner) play references, and the setting with the best TPR at 1% FPR wins. No
+membership label of an audited record is used.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numpy.typing import NDArray
+
+from privaudit import metrics
+from privaudit.attacks.membership import AttackContext, AttackResult, register_attack
+from privaudit.attacks.membership.signals import tempered_true_class_probability
+
+TEMPERATURES = (0.5, 1.0, 2.0, 4.0)
+OFFLINE_A = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
+DEFAULT_TEMPERATURE = 1.0
+DEFAULT_A = 0.3
+_TUNING_FPR = 0.01
+_EPS = 1e-300
+
+
+def log_ratio(
+    target_p: NDArray[np.float64], ref_p: NDArray[np.float64], ref_in: NDArray[np.bool_], *, offline: bool, a: float
+) -> NDArray[np.float64]:
+    """log p(x|theta) - log p(x), with p(x) the mean over reference models (Zarifzadeh et al. 2024).
+
+    Offline, p(x) is estimated from OUT models only and corrected linearly: p(x) = ((1+a) p_out + 1 - a) / 2.
+    """
+    if offline:
+        out = ~ref_in
+        count = out.sum(axis=0)
+        p_out = np.divide(np.where(out, ref_p, 0.0).sum(axis=0), count, out=np.full(ref_p.shape[1], np.nan), where=count > 0)
+        p_x = 0.5 * ((1.0 + a) * p_out + (1.0 - a))
+        p_x = np.where(np.isnan(p_x), 1.0, p_x)  # no OUT model: fall back to the target's own likelihood
+    else:
+        p_x = ref_p.mean(axis=0)
+    result: NDArray[np.float64] = np.log(np.maximum(target_p, _EPS)) - np.log(np.maximum(p_x, _EPS))
+    return result
+
+
+def _tuning_quality(scores: NDArray[np.float64], truth: NDArray[np.bool_]) -> float:
+    point = metrics.tpr_at_fpr(scores, truth, _TUNING_FPR)
+    tpr = 0.0 if point is None else point.tpr
+    return tpr + 0.01 * metrics.auc(scores, truth)
+
+
+def tune(ctx: AttackContext, *, offline: bool) -> tuple[float, float, bool]:
+    """Choose (temperature, a) on reference models playing the target. Returns (T, a, tuned)."""
+    assert ctx.reference_probs is not None and ctx.reference_in is not None
+    k_total = ctx.n_reference
+    pseudo_targets = [k for k in range(min(k_total, 2)) if k_total - 2 >= 1]
+    if not pseudo_targets:
+        return DEFAULT_TEMPERATURE, DEFAULT_A if offline else 0.0, False
+    grid_a = OFFLINE_A if offline else (0.0,)
+    best = (-np.inf, DEFAULT_TEMPERATURE, DEFAULT_A if offline else 0.0)
+    for t in TEMPERATURES:
+        probs = tempered_true_class_probability(ctx.reference_probs, ctx.y, t, ctx.floor)
+        for a in grid_a:
+            quality = 0.0
+            for k in pseudo_targets:
+                # Reference models come in complementary pairs (2j, 2j+1); the partner of the
+                # pseudo-target would leak its membership, so it is left out.
+                others = [j for j in range(k_total) if j not in (k, k ^ 1)]
+                truth = ctx.reference_in[k]
+                if truth.all() or not truth.any():
+                    continue
+                s = log_ratio(probs[k], probs[others], ctx.reference_in[others], offline=offline, a=a)
+                quality += _tuning_quality(s, truth)
+            if quality > best[0]:
+                best = (quality, t, a)
+    return best[1], best[2], True
+
+
+def _run(ctx: AttackContext, *, offline: bool) -> AttackResult:
+    if ctx.reference_probs is None or ctx.reference_in is None or ctx.target_probs is None:
+        raise ValueError("RMIA needs reference models and score outputs")
+    temperature, a, tuned = tune(ctx, offline=offline)
+    target_p = tempered_true_class_probability(ctx.target_probs, ctx.y, temperature, ctx.floor)
+    ref_p = tempered_true_class_probability(ctx.reference_probs, ctx.y, temperature, ctx.floor)
+    scores = log_ratio(target_p, ref_p, ctx.reference_in, offline=offline, a=a)
+    name = "rmia_offline" if offline else "rmia_online"
+    params: dict[str, object] = {"temperature": temperature, "tuned_on_reference_models": tuned}
+    if offline:
+        params["a"] = a
+    return AttackResult(name, scores, reference_models=ctx.n_reference, params=params)
+
+
+@register_attack("rmia_online", needs_reference=True, summary="RMIA with IN and OUT reference models")
+def run_online(ctx: AttackContext) -> AttackResult:
+    return _run(ctx, offline=False)
+
+
+@register_attack("rmia_offline", needs_reference=True, summary="RMIA with OUT reference models and tuned a")
+def run_offline(ctx: AttackContext) -> AttackResult:
+    return _run(ctx, offline=True)

@@ -1,0 +1,324 @@
+"""The membership-inference audit: load, query, train references, attack, measure, report."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import platform
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal, Sequence
+
+import numpy as np
+from numpy.typing import NDArray
+
+from privaudit import metrics
+from privaudit.attacks.membership import AttackContext, AttackResult, AttackSpec, registry, run_attack
+from privaudit.attacks.membership.signals import probability_floor
+from privaudit.data import Dataset, check_features_for_model, check_missing, check_same_columns, encode_labels, load_data, rows_sha256
+from privaudit.errors import ConfigError, NothingAuditable, QueryBudgetExceeded
+from privaudit.models import LoadedModel, LoadOptions, as_target, load_model
+from privaudit.progress import Reporter, Silent
+from privaudit.reference import (ReferenceScores, Recipe, ScoreCache, default_cache_dir, default_surrogate,
+                                 recipe_from_estimator, recipe_from_trainer, train_reference_models)
+from privaudit.report.schema import (FPR_KEYS, AttackReport, ClassSlice, DataInfo, DPClaim, Membership, ModelInfo,
+                                     OperatingPointInfo, Provenance, RecordRisk, Report, SkippedAttack, SplitCheck)
+from privaudit.splitcheck import check_split
+from privaudit.target import OutputMode, apply_output_mode, detect_output_mode, to_probabilities
+
+# Strongest first at few reference models (see bench/results/membership.md); all are cheap once the
+# reference models exist. label_only is added automatically when the target exposes labels only,
+# because it sends extra queries.
+DEFAULT_ATTACKS: tuple[str, ...] = ("rmia_online", "lira_online", "rmia_offline", "lira_offline", "shadow", "loss")
+FPRS = tuple(float(k) for k in FPR_KEYS)
+RECORDS_AT_RISK = 100
+_PREDICT_CHUNK = 4096
+
+
+@dataclass(frozen=True)
+class AuditData:
+    """The audit game: train rows (members) then holdout rows (non-members), labels encoded."""
+
+    X: NDArray[np.float64]
+    y: NDArray[np.int64]
+    is_member: NDArray[np.bool_]
+    n_train: int
+
+
+def _versions() -> dict[str, str]:
+    import joblib
+    import scipy
+    import sklearn
+    import skops
+
+    return {"python": platform.python_version(), "numpy": np.__version__, "scipy": scipy.__version__,
+            "scikit-learn": sklearn.__version__, "skops": skops.__version__, "joblib": joblib.__version__}
+
+
+def _load(model: Any, options: LoadOptions) -> LoadedModel:
+    if isinstance(model, (str, Path)):
+        return load_model(str(model), options)
+    return as_target(model)
+
+
+def _predict_all(loaded: LoadedModel, X: NDArray[np.float64], reporter: Reporter) -> NDArray[Any]:
+    chunks = []
+    for start in range(0, len(X), _PREDICT_CHUNK):
+        chunks.append(np.asarray(loaded.target.predict(X[start:start + _PREDICT_CHUNK])))
+        reporter.progress("querying the target", min(start + _PREDICT_CHUNK, len(X)), len(X))
+    return np.concatenate(chunks, axis=0)
+
+
+def _allows_nan(estimator: Any) -> bool:
+    try:
+        return bool(estimator.__sklearn_tags__().input_tags.allow_nan)
+    except AttributeError:
+        return False
+
+
+def _recipe(loaded: LoadedModel, trainer: str | None, train: Dataset, seed: int) -> Recipe:
+    target_fp = loaded.sha256 or loaded.path or type(loaded.target).__name__
+    if loaded.estimator is not None and loaded.sha256 is None:
+        import joblib
+
+        target_fp = joblib.hash(loaded.estimator)
+    if trainer:
+        return recipe_from_trainer(trainer, target_fingerprint=target_fp)
+    if loaded.estimator is not None:
+        names = getattr(loaded.estimator, "feature_names_in_", None)
+        return recipe_from_estimator(loaded.estimator, target_fingerprint=target_fp,
+                                     feature_names=tuple(names) if names is not None else None)
+    return default_surrogate(target_fingerprint=target_fp, seed=seed)
+
+
+def _select(names: Sequence[str] | None, mode: OutputMode) -> list[str]:
+    known = registry()
+    if names is None:
+        chosen = list(DEFAULT_ATTACKS) if mode.has_scores else ["loss", "label_only"]
+    else:
+        chosen = list(dict.fromkeys(names))
+    unknown = [n for n in chosen if n not in known]
+    if unknown:
+        raise ConfigError(f"--attacks: unknown attack(s) {', '.join(unknown)}; choose from {', '.join(sorted(known))}")
+    return chosen
+
+
+def _attack_report(result: AttackResult, data: AuditData, classes: NDArray[Any], *, delta: float, prior: float,
+                   n_bootstrap: int, seed: int) -> AttackReport:
+    s, m = result.scores, data.is_member
+    points = metrics.tpr_at_fprs(s, m, FPRS, n_bootstrap=n_bootstrap, seed=seed)
+    tpr = {k: (None if points[f] is None else points[f].tpr) for k, f in zip(FPR_KEYS, FPRS)}  # type: ignore[union-attr]
+    detail = {k: (None if (p := points[f]) is None else OperatingPointInfo(
+        tpr=p.tpr, fpr_achieved=p.fpr_achieved, threshold=float(np.clip(p.threshold, -1e300, 1e300)),
+        ci_low=p.ci_low, ci_high=p.ci_high)) for k, f in zip(FPR_KEYS, FPRS)}
+    ppv_key = next((k for k in ("0.001", "0.01") if detail[k] is not None), None)
+    ppv = None
+    if ppv_key is not None:
+        d = detail[ppv_key]
+        assert d is not None
+        ppv = metrics.ppv(d.tpr, d.fpr_achieved, prior)
+    eps = metrics.epsilon_lower_bound(s, m, delta, seed=seed)
+    per_class = []
+    for c in range(len(classes)):
+        sel = data.y == c
+        n_in, n_out = int((sel & m).sum()), int((sel & ~m).sum())
+        auc = metrics.auc(s[sel], m[sel]) if n_in and n_out else None
+        pt = metrics.tpr_at_fpr(s[sel], m[sel], 0.01) if n_in and n_out else None
+        per_class.append(ClassSlice(class_=str(classes[c]), records=int(sel.sum()), members=n_in, auc=auc,
+                                    tpr_at_fpr={"0.01": None if pt is None else pt.tpr}))
+    return AttackReport(
+        name=result.name, auc=metrics.auc(s, m), tpr_at_fpr=tpr, tpr_at_fpr_detail=detail,
+        advantage=metrics.advantage(s, m), ppv=ppv, ppv_at_fpr=ppv_key,
+        epsilon_lower_bound=eps.epsilon_lower_bound, epsilon_max_measurable=eps.epsilon_max_measurable,
+        reference_models=result.reference_models, queries=result.queries, seconds=round(result.seconds, 3),
+        per_class=per_class, params=result.params)
+
+
+def _best(reports: list[AttackReport]) -> str | None:
+    if not reports:
+        return None
+
+    def key(r: AttackReport) -> tuple[float, float]:
+        t = r.tpr_at_fpr.get("0.001")
+        return (-1.0 if t is None else t, r.auc)
+
+    return max(reports, key=key).name
+
+
+def _dp_claim(results: list[AttackResult], data: AuditData, claimed: float, delta: float, split_passed: bool,
+              seed: int) -> DPClaim:
+    # Every attack is a separate test of the claim: Bonferroni over them keeps the 95 % overall.
+    confidence = 1.0 - 0.05 / max(len(results), 1)
+    best_eps, best_name = 0.0, None
+    for r in results:
+        b = metrics.epsilon_lower_bound(r.scores, data.is_member, delta, confidence=confidence, seed=seed)
+        if b.epsilon_lower_bound > best_eps:
+            best_eps, best_name = b.epsilon_lower_bound, r.name
+    exceeded = best_eps > claimed
+    verdict: Literal["consistent", "contradicted", "indicative"]
+    if not exceeded:
+        verdict = "consistent"
+        msg = f"epsilon claimed {claimed:g}, lower bound measured {best_eps:.3f} -- consistent with the claim"
+    elif split_passed:
+        verdict = "contradicted"
+        msg = (f"epsilon claimed {claimed:g} but the audit shows epsilon >= {best_eps:.3f} at {confidence:.1%} "
+               f"confidence ({best_name}): this model cannot be ({claimed:g}, {delta:g})-differentially private")
+    else:
+        verdict = "indicative"
+        msg = (f"epsilon claimed {claimed:g}, measured lower bound {best_eps:.3f} exceeds it, but the split check "
+               "failed, so this is indicative only")
+    return DPClaim(claimed_epsilon=claimed, delta=delta, epsilon_lower_bound=best_eps, attack=best_name,
+                   confidence=confidence, verdict=verdict, contradicted=verdict == "contradicted", message=msg)
+
+
+def audit(
+    model: Any,
+    train: Any,
+    holdout: Any,
+    *,
+    label: str | None = None,
+    reference_models: int = 4,
+    attacks: Sequence[str] | None = None,
+    trainer: str | None = None,
+    seed: int = 0,
+    jobs: int | None = None,
+    claimed_epsilon: float | None = None,
+    delta: float = 1e-5,
+    allow_pickle: bool = False,
+    trust: Sequence[str] = (),
+    http: dict[str, Any] | None = None,
+    cache_dir: str | Path | Literal[False] | None = None,
+    member_prior: float | None = None,
+    n_bootstrap: int = 200,
+    reporter: Reporter | None = None,
+    command_line: Sequence[str] | None = None,
+) -> Report:
+    """Run a membership-inference audit of ``model`` on ``train`` (members) and ``holdout`` (non-members).
+
+    ``model`` is a path (.skops; .joblib/.pkl with ``allow_pickle``), an http(s) URL, ``module:attr``,
+    or an in-memory classifier/callable. ``train``/``holdout`` are file paths, ``(X, y)`` tuples or
+    DataFrames (with ``label``). Returns a :class:`Report`.
+    """
+    ui = reporter or Silent()
+    if reference_models < 0:
+        raise ConfigError("--reference-models must be 0 or more")
+    if not 0 < delta < 1:
+        raise ConfigError(f"--delta {delta}: must be between 0 and 1")
+    loaded = _load(model, LoadOptions(allow_pickle=allow_pickle, trust=tuple(trust), http=dict(http or {})))
+    tr, ho = load_data(train, label=label, name="train"), load_data(holdout, label=label, name="holdout")
+    check_same_columns(tr, ho)
+    est = loaded.estimator
+    if est is not None:
+        names = getattr(est, "feature_names_in_", None)
+        has_real_names = not all(n == f"x{i}" for i, n in enumerate(tr.feature_names))
+        check_features_for_model(tr, n_features=getattr(est, "n_features_in_", None),
+                                 feature_names=list(names) if names is not None and has_real_names else None)
+    for ds in (tr, ho):
+        check_missing(ds, allow_nan=est is not None and _allows_nan(est))
+    X = np.vstack([tr.X, ho.X])
+    n_train = len(tr.X)
+    is_member = np.r_[np.ones(n_train, bool), np.zeros(len(ho.X), bool)]
+
+    if loaded.format == "http":
+        ui.info(f"The audit sends {len(X)} queries to the endpoint now, plus any a query-based attack announces.")
+    outputs = _predict_all(loaded, X, ui)
+    classes = np.asarray(loaded.target.classes)
+    y = np.concatenate([encode_labels(tr, classes), encode_labels(ho, classes)])
+    data = AuditData(X, y, is_member, n_train)
+    mode = detect_output_mode(outputs, len(classes))
+    ui.info(f"Target output mode: {mode.kind}" + (f", rounded to {mode.rounding} decimals" if mode.rounding is not None else "")
+            + (f", top-{mode.k}" if mode.k else ""))
+    labels_pred = outputs.astype(np.int64) if outputs.ndim == 1 else np.argmax(np.nan_to_num(outputs, nan=-np.inf), axis=1)
+    train_acc = metrics.accuracy(y[is_member], labels_pred[is_member])
+    holdout_acc = metrics.accuracy(y[~is_member], labels_pred[~is_member])
+
+    split = check_split(tr.X, ho.X, seed=seed)
+    warnings_out: list[str] = []
+    if not split.passed:
+        ui.warn(f"split check: {split.message}")
+        warnings_out.append(f"split check: {split.message}")
+
+    chosen = _select(attacks, mode)
+    specs = registry()
+    runnable: list[AttackSpec] = []
+    skipped: list[SkippedAttack] = []
+    for name in chosen:
+        spec = specs[name]
+        if mode.kind not in spec.kinds:
+            skipped.append(SkippedAttack(name=name, reason=f"needs confidence scores; the target exposes {mode.kind} only"))
+        elif spec.needs_reference and reference_models < (1 if name.endswith("offline") else 2):
+            skipped.append(SkippedAttack(name=name, reason=f"needs reference models; --reference-models is {reference_models}"))
+        else:
+            runnable.append(spec)
+
+    refs: ReferenceScores | None = None
+    recipe_desc = None
+    if any(s.needs_reference for s in runnable):
+        recipe = _recipe(loaded, trainer, tr, seed)
+        recipe_desc = recipe.description
+        cache = ScoreCache(None if cache_dir is False else Path(cache_dir) if cache_dir else default_cache_dir())
+        ui.info(f"Reference models: {reference_models} ({recipe.description})")
+        refs = train_reference_models(recipe, X, y, len(classes), reference_models, seed=seed, jobs=jobs, cache=cache,
+                                      on_progress=lambda d, t: ui.progress("training reference models", d, t))
+
+    floor = probability_floor(mode.rounding)
+    target_probs = to_probabilities(outputs, mode) if mode.has_scores else None
+    ref_probs = None
+    if refs is not None:
+        seen = OutputMode("probabilities") if mode.kind == "logits" else mode
+        ref_probs = to_probabilities(np.asarray(apply_output_mode(refs.probabilities, seen), dtype=np.float64), seen)
+    ctx = AttackContext(X=X, y=y, n_classes=len(classes), mode=mode, target_outputs=outputs, target_probs=target_probs,
+                        reference_probs=ref_probs, reference_in=None if refs is None else refs.in_mask,
+                        target=loaded.target, seed=seed, floor=floor)
+
+    results: list[AttackResult] = []
+    for i, spec in enumerate(runnable):
+        if spec.sends_queries:
+            from privaudit.attacks.membership.label_only import PERTURBATIONS
+
+            extra = len(X) * PERTURBATIONS
+            limit = (http or {}).get("max_queries")
+            if limit is not None and loaded.target.queries + extra > int(limit):
+                skipped.append(SkippedAttack(name=spec.name, reason=f"would send {extra} more queries; --max-queries {limit} leaves {int(limit) - loaded.target.queries}"))
+                continue
+            ui.info(f"{spec.name} sends {extra} more queries to the target")
+        try:
+            results.append(run_attack(spec, ctx))
+        except QueryBudgetExceeded as exc:
+            skipped.append(SkippedAttack(name=spec.name, reason=str(exc)))
+        ui.progress("running attacks", i + 1, len(runnable))
+    if not results:
+        raise NothingAuditable("no attack could run on this target: " + "; ".join(f"{s.name}: {s.reason}" for s in skipped))
+
+    prior = member_prior if member_prior is not None else n_train / len(X)
+    reports = [_attack_report(r, data, classes, delta=delta, prior=prior, n_bootstrap=n_bootstrap, seed=seed) for r in results]
+    best = _best(reports)
+    best_scores = next(r.scores for r in results if r.name == best)
+    risk = metrics.per_record_risk(best_scores, is_member)[:n_train]
+    order = np.argsort(-risk, kind="stable")[:RECORDS_AT_RISK]
+    hashes = rows_sha256(tr.X[order])
+    at_risk = [RecordRisk(index=int(i), risk=float(risk[i]), row_sha256=str(h)) for i, h in zip(order, hashes)]
+    dp = None
+    if claimed_epsilon is not None:
+        dp = _dp_claim(results, data, claimed_epsilon, delta, split.passed, seed)
+        if dp.contradicted:
+            ui.warn(dp.message)
+
+    membership = Membership(
+        attacks=reports, best=best, train_accuracy=train_acc, holdout_accuracy=holdout_acc,
+        generalization_gap=metrics.generalization_gap(train_acc, holdout_acc), member_prior=prior,
+        records_at_risk=at_risk, dp_claim=dp, skipped=skipped, reference_recipe=recipe_desc,
+        reference_models_trained=0 if refs is None else refs.trained)
+    from privaudit import __version__
+    from privaudit.data import dataset_sha256
+
+    return Report(
+        provenance=Provenance(privaudit_version=__version__, libraries=_versions(), seed=seed,
+                              command_line=list(command_line if command_line is not None else sys.argv),
+                              sha256={"model": loaded.sha256, "train": dataset_sha256(tr), "holdout": dataset_sha256(ho)},
+                              created_at=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")),
+        model=ModelInfo(path=loaded.path, format=loaded.format, output_mode=mode.kind, rounding=mode.rounding, k=mode.k,
+                        classes=[str(c) for c in classes]),
+        data=DataInfo(train=n_train, holdout=len(ho.X), train_source=tr.source, holdout_source=ho.source, label=tr.label_name),
+        split_check=SplitCheck(auc=split.auc, duplicates=split.duplicates, passed=split.passed, message=split.message),
+        membership=membership, warnings=warnings_out)

@@ -1,0 +1,151 @@
+"""Command line. Each command parses its options, calls the public API, and renders the result."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+from rich.console import Console
+
+from privaudit.errors import ConfigError, PrivauditError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Audit ML models for membership inference and model inversion (MITRE ATLAS AML.T0024).")
+OUTPUT_SUFFIXES = (".json",)
+
+
+def _check_outputs(outputs: list[Path]) -> None:
+    for out in outputs:
+        if not str(out).lower().endswith(OUTPUT_SUFFIXES):
+            raise ConfigError(f"-o {out}: unsupported report format; use one of {', '.join(OUTPUT_SUFFIXES)}")
+
+
+def _write_outputs(report: Any, outputs: list[Path], console: Console) -> None:
+    for out in outputs:
+        report.to_json(str(out))
+        console.print(f"wrote {out}", highlight=False)
+
+
+def _http_settings(**kwargs: Any) -> dict[str, Any]:
+    out = {k: v for k, v in kwargs.items() if v is not None}
+    if "classes" in out:
+        out["classes"] = [c.strip() for c in str(out["classes"]).split(",")]
+    return out
+
+
+@app.command()
+def demo(
+    output: Annotated[Optional[Path], typer.Option("-o", "--output", help="Also write the JSON report here.")] = None,
+    jobs: Annotated[Optional[int], typer.Option(help="Parallel jobs for reference models (default: all cores).")] = None,
+    debug: Annotated[bool, typer.Option(help="Show tracebacks.")] = False,
+) -> None:
+    """Audit an overfit model on bundled medical data (scikit-learn's breast-cancer set)."""
+    import privaudit
+    from privaudit import datasets
+    from privaudit.report.console import RichReporter, render_summary
+
+    console = Console()
+    split = datasets.breast_cancer(seed=0)
+    model = datasets.overfit_model(seed=0)
+    console.print("Training an overfit MLP on half of the breast-cancer data (the other half is held out)...")
+    import warnings
+
+    from sklearn.exceptions import ConvergenceWarning
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        model.fit(split.X_train, split.y_train)
+    with RichReporter() as ui:
+        report = privaudit.audit(model, (split.X_train, split.y_train), (split.X_holdout, split.y_holdout),
+                                 reference_models=4, seed=0, jobs=jobs, claimed_epsilon=1.0, reporter=ui,
+                                 cache_dir=False)
+    render_summary(report, console)
+    if output is not None:
+        _write_outputs(report, [output], console)
+
+
+@app.command()
+def audit(
+    model: Annotated[str, typer.Option("--model", "-m", help="Model: .skops file, .joblib/.pkl (with --allow-pickle), http(s):// endpoint, or module:attr.")],
+    train: Annotated[Path, typer.Option(help="Records the model was trained on (CSV, Parquet or NPZ).")],
+    holdout: Annotated[Path, typer.Option(help="Records the model never saw, from the same distribution.")],
+    label: Annotated[Optional[str], typer.Option(help="Label column (CSV/Parquet).")] = None,
+    output: Annotated[list[Path], typer.Option("-o", "--output", help="Report file; repeatable. Format from the extension (.json).")] = [],
+    reference_models: Annotated[int, typer.Option("--reference-models", "-k", help="Reference models to train.")] = 4,
+    attacks: Annotated[Optional[str], typer.Option(help="Comma-separated attacks (default: rmia_online,lira_online,rmia_offline,lira_offline,shadow,loss).")] = None,
+    trainer: Annotated[Optional[str], typer.Option(help="module:function with fn(X, y, seed) -> fitted model, for reference models.")] = None,
+    seed: Annotated[int, typer.Option(help="Seed for every random choice.")] = 0,
+    jobs: Annotated[Optional[int], typer.Option(help="Parallel jobs (default: all cores).")] = None,
+    claimed_epsilon: Annotated[Optional[float], typer.Option("--claimed-epsilon", help="The epsilon the model claims (DP).")] = None,
+    delta: Annotated[float, typer.Option(help="The delta of the DP claim and of the epsilon lower bound.")] = 1e-5,
+    allow_pickle: Annotated[bool, typer.Option("--allow-pickle", help="Allow loading pickle/joblib files (runs their code).")] = False,
+    trust: Annotated[list[str], typer.Option(help="A skops type to trust; repeatable.")] = [],
+    cache_dir: Annotated[Optional[Path], typer.Option(help="Where reference-model scores are cached.")] = None,
+    no_cache: Annotated[bool, typer.Option("--no-cache", help="Do not read or write the score cache.")] = False,
+    member_prior: Annotated[Optional[float], typer.Option(help="Prior probability of membership for PPV.")] = None,
+    protocol: Annotated[Optional[str], typer.Option(help="HTTP: auto, kserve-v1, v2 or custom.")] = None,
+    classes: Annotated[Optional[str], typer.Option(help="HTTP: comma-separated class labels, in output order.")] = None,
+    batch_size: Annotated[Optional[int], typer.Option(help="HTTP: records per request.")] = None,
+    concurrency: Annotated[Optional[int], typer.Option(help="HTTP: requests in flight.")] = None,
+    auth_env: Annotated[Optional[str], typer.Option(help="HTTP: environment variable holding the credential.")] = None,
+    auth_header: Annotated[Optional[str], typer.Option(help="HTTP: header for the credential (default Authorization).")] = None,
+    max_queries: Annotated[Optional[int], typer.Option(help="HTTP: never send more than this many records.")] = None,
+    rate: Annotated[Optional[float], typer.Option(help="HTTP: at most this many records per second.")] = None,
+    input_field: Annotated[Optional[str], typer.Option(help="HTTP custom: dotted path for the rows in the request.")] = None,
+    output_field: Annotated[Optional[str], typer.Option(help="HTTP custom: dotted path to the predictions in the answer.")] = None,
+    debug: Annotated[bool, typer.Option(help="Show tracebacks.")] = False,
+) -> None:
+    """Measure how well an attacker can tell the model's training records from records it never saw."""
+    import privaudit
+    from privaudit.report.console import RichReporter, render_summary
+
+    _check_outputs(output)
+    http = _http_settings(protocol=protocol, classes=classes, batch_size=batch_size, concurrency=concurrency,
+                          auth_env=auth_env, auth_header=auth_header, max_queries=max_queries, rate=rate,
+                          input_field=input_field, output_field=output_field)
+    console = Console()
+    with RichReporter() as ui:
+        report = privaudit.audit(
+            model, train, holdout, label=label, reference_models=reference_models,
+            attacks=[a.strip() for a in attacks.split(",")] if attacks else None, trainer=trainer, seed=seed,
+            jobs=jobs, claimed_epsilon=claimed_epsilon, delta=delta, allow_pickle=allow_pickle, trust=trust,
+            http=http, cache_dir=False if no_cache else cache_dir, member_prior=member_prior, reporter=ui,
+            command_line=["privaudit", *sys.argv[1:]])
+    render_summary(report, console)
+    _write_outputs(report, output, console)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: user errors become one line on stderr and exit code 2 (3: nothing auditable)."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in args or os.environ.get("PRIVAUDIT_DEBUG") == "1"
+    try:
+        app(args=args, standalone_mode=False)
+    except PrivauditError as exc:
+        if debug:
+            raise
+        Console(stderr=True).print(f"[bold red]error:[/bold red] {exc}", highlight=False, soft_wrap=True)
+        sys.exit(exc.exit_code)
+    except (typer.Exit, SystemExit) as exc:
+        code = getattr(exc, "exit_code", getattr(exc, "code", 0))
+        sys.exit(code)
+    except Exception as exc:  # click usage errors and anything unexpected
+        import click
+
+        if isinstance(exc, click.exceptions.ClickException):
+            exc.show()
+            sys.exit(2)
+        if isinstance(exc, click.exceptions.Abort):
+            sys.exit(130)
+        if debug:
+            raise
+        Console(stderr=True).print(f"[bold red]error:[/bold red] {type(exc).__name__}: {exc} (an internal error; run with --debug and report it)",
+                                   highlight=False, soft_wrap=True)
+        sys.exit(70)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,252 @@
+"""Reference (shadow) models: training on random halves of the audited records, and the score cache.
+
+Reference models come in complementary pairs: model 2j trains on a random, class-stratified half of
+the pool and model 2j+1 on the other half, so with an even K every record is IN for exactly K/2
+models (the standard audit game) and raising K only adds pairs. What we cache is each model's
+*output* on every pool record, never the model: keyed by the recipe, the data, the seed and the
+model's index, so a re-run or a larger K trains only what is missing, and any change to the recipe,
+the target or the data misses the cache instead of reusing a stale entry.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import os
+import tempfile
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+from numpy.typing import NDArray
+
+from privaudit.errors import ConfigError
+
+CACHE_VERSION = "1"
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """How to train one reference model: clone the target, call a user trainer, or a default surrogate."""
+
+    kind: str  # "clone" | "trainer" | "surrogate"
+    description: str
+    fingerprint: str
+    estimator: Any = None  # unfitted template for "clone" and "surrogate"
+    trainer: str | None = None  # "module:function" for "trainer"
+    feature_names: tuple[str, ...] | None = None
+
+
+@dataclass(frozen=True)
+class ReferenceScores:
+    probabilities: NDArray[np.float64]  # (K, n, C)
+    in_mask: NDArray[np.bool_]  # (K, n)
+    trained: int  # how many were trained in this run (the rest came from the cache)
+    recipe: str
+
+
+def _sha(*parts: str) -> str:
+    return hashlib.sha256("|".join(parts).encode()).hexdigest()
+
+
+def recipe_from_estimator(estimator: Any, *, target_fingerprint: str, feature_names: tuple[str, ...] | None) -> Recipe:
+    """Clone the target's estimator (scikit-learn's ``clone``: same hyper-parameters, unfitted)."""
+    import joblib
+    import sklearn
+    from sklearn.base import clone
+
+    template = clone(estimator)
+    fp = _sha("clone", joblib.hash(template), sklearn.__version__, target_fingerprint)
+    return Recipe("clone", f"clone of {type(estimator).__name__}", fp, estimator=template, feature_names=feature_names)
+
+
+def recipe_from_trainer(spec: str, *, target_fingerprint: str) -> Recipe:
+    """A user function ``fn(X, y, seed) -> fitted model`` named as ``module:function``."""
+    from privaudit.models.callable import resolve
+
+    fn = resolve(spec)
+    if not callable(fn):
+        raise ConfigError(f"--trainer {spec}: is not a function; expected fn(X, y, seed) -> fitted model")
+    try:
+        source = inspect.getsource(inspect.getmodule(fn) or fn)
+    except (OSError, TypeError):
+        source = spec
+    return Recipe("trainer", f"trainer {spec}", _sha("trainer", spec, source, target_fingerprint), trainer=spec)
+
+
+def default_surrogate(*, target_fingerprint: str, seed: int) -> Recipe:
+    """For black boxes: a standardised one-hidden-layer MLP (documented in docs/reference-models.md)."""
+    from sklearn.neural_network import MLPClassifier
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    template = make_pipeline(StandardScaler(), MLPClassifier(hidden_layer_sizes=(128,), max_iter=300, random_state=seed))
+    return Recipe("surrogate", "default surrogate: StandardScaler + MLPClassifier(128)",
+                  _sha("surrogate-mlp-128", target_fingerprint), estimator=template)
+
+
+def in_masks(y: NDArray[np.int64], n_models: int, seed: int) -> NDArray[np.bool_]:
+    """Class-stratified complementary halves: row k marks the records reference model k trains on."""
+    n = len(y)
+    masks = np.zeros((n_models, n), dtype=bool)
+    for pair in range((n_models + 1) // 2):
+        rng = np.random.default_rng(np.random.SeedSequence([seed, 7919, pair]))
+        half = np.zeros(n, dtype=bool)
+        for cls in np.unique(y):
+            idx = np.flatnonzero(y == cls)
+            rng.shuffle(idx)
+            # Alternate which side gets the odd record so halves stay balanced overall.
+            take = (len(idx) + int(rng.integers(2))) // 2
+            half[idx[:take]] = True
+        masks[2 * pair] = half
+        if 2 * pair + 1 < n_models:
+            masks[2 * pair + 1] = ~half
+    return masks
+
+
+def model_seed(seed: int, index: int) -> int:
+    return int(np.random.SeedSequence([seed, index]).generate_state(1)[0] % (2**31 - 1))
+
+
+def _probabilities(model: Any, X: Any, n_classes: int) -> NDArray[np.float64]:
+    """A fitted model's outputs as full (n, C) probabilities, columns placed by its classes_."""
+    from privaudit.target import softmax
+
+    n = len(X)
+    out = np.zeros((n, n_classes))
+    cols = np.asarray(getattr(model, "classes_", np.arange(n_classes))).astype(np.int64)
+    if hasattr(model, "predict_proba"):
+        out[:, cols] = np.asarray(model.predict_proba(X), dtype=np.float64)
+    elif hasattr(model, "decision_function"):
+        d = np.asarray(model.decision_function(X), dtype=np.float64)
+        d = np.column_stack([np.zeros_like(d), d]) if d.ndim == 1 else d
+        out[:, cols] = softmax(d)
+    elif callable(model):
+        out[:] = np.asarray(model(np.asarray(X, dtype=np.float64)), dtype=np.float64)
+    else:
+        out[np.arange(n), np.asarray(model.predict(X)).astype(np.int64)] = 1.0
+    return out
+
+
+def fit_and_score(recipe: Recipe, X: NDArray[np.float64], y: NDArray[np.int64], mask: NDArray[np.bool_],
+                  seed: int, n_classes: int) -> NDArray[np.float64]:
+    """Train one reference model on ``X[mask]`` and return its probabilities on all of ``X``."""
+    from threadpoolctl import threadpool_limits
+
+    # One BLAS thread per worker: joblib already runs one worker per core.
+    with threadpool_limits(limits=1), warnings.catch_warnings():
+        warnings.simplefilter("ignore", category=UserWarning)
+        from sklearn.exceptions import ConvergenceWarning
+
+        warnings.simplefilter("ignore", category=ConvergenceWarning)
+        data: Any = X
+        if recipe.feature_names is not None:
+            import pandas as pd
+
+            data = pd.DataFrame(X, columns=list(recipe.feature_names))
+        if recipe.kind == "trainer":
+            from privaudit.models.callable import resolve
+
+            assert recipe.trainer is not None
+            model = resolve(recipe.trainer)(X[mask], y[mask], seed)
+        else:
+            from sklearn.base import clone
+
+            model = clone(recipe.estimator)
+            seeds = {k: seed for k in model.get_params(deep=True) if k == "random_state" or k.endswith("__random_state")}
+            if seeds:
+                model.set_params(**seeds)
+            model.fit(data[mask] if not hasattr(data, "iloc") else data.iloc[np.flatnonzero(mask)], y[mask])
+        return _probabilities(model, data, n_classes)
+
+
+def data_fingerprint(X: NDArray[np.float64], y: NDArray[np.int64]) -> str:
+    h = hashlib.sha256()
+    h.update(np.ascontiguousarray(X, dtype=np.float64).tobytes())
+    h.update(np.ascontiguousarray(y, dtype=np.int64).tobytes())
+    h.update(str(X.shape).encode())
+    return h.hexdigest()
+
+
+def default_cache_dir() -> Path:
+    env = os.environ.get("PRIVAUDIT_CACHE_DIR")
+    if env:
+        return Path(env)
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "privaudit" / "reference-scores"
+
+
+class ScoreCache:
+    """Reference-model outputs on disk, one .npy per model, written atomically."""
+
+    def __init__(self, directory: Path | None) -> None:
+        self.directory = directory
+
+    def key(self, recipe: Recipe, data_fp: str, seed: int, index: int) -> str:
+        return _sha(CACHE_VERSION, recipe.fingerprint, data_fp, str(seed), str(index))
+
+    def get(self, key: str) -> NDArray[np.float64] | None:
+        if self.directory is None:
+            return None
+        path = self.directory / f"{key}.npy"
+        try:
+            return np.asarray(np.load(path, allow_pickle=False), dtype=np.float64)
+        except (OSError, ValueError):
+            return None  # missing or damaged entries are simply retrained
+
+    def put(self, key: str, value: NDArray[np.float64]) -> None:
+        if self.directory is None:
+            return
+        self.directory.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=self.directory, suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                np.save(fh, value, allow_pickle=False)
+            os.replace(tmp, self.directory / f"{key}.npy")
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+
+
+def train_reference_models(
+    recipe: Recipe,
+    X: NDArray[np.float64],
+    y: NDArray[np.int64],
+    n_classes: int,
+    n_models: int,
+    *,
+    seed: int,
+    jobs: int | None = None,
+    cache: ScoreCache | None = None,
+    on_progress: Callable[[int, int], None] | None = None,
+) -> ReferenceScores:
+    """Outputs of ``n_models`` reference models on every record, from the cache where possible."""
+    from joblib import Parallel, delayed
+
+    cache = cache or ScoreCache(None)
+    masks = in_masks(y, n_models, seed)
+    data_fp = data_fingerprint(X, y)
+    keys = [cache.key(recipe, data_fp, seed, k) for k in range(n_models)]
+    probs: list[NDArray[np.float64] | None] = [cache.get(key) for key in keys]
+    probs = [p if p is not None and p.shape == (len(y), n_classes) else None for p in probs]
+    missing = [k for k in range(n_models) if probs[k] is None]
+    done = n_models - len(missing)
+    if on_progress:
+        on_progress(done, n_models)
+    if missing:
+        n_jobs = min(jobs or os.cpu_count() or 1, len(missing))
+        tasks = (delayed(_indexed)(k, recipe, X, y, masks[k], model_seed(seed, k), n_classes) for k in missing)
+        for k, p in Parallel(n_jobs=n_jobs, return_as="generator_unordered")(tasks):
+            probs[k] = p
+            cache.put(keys[k], p)
+            done += 1
+            if on_progress:
+                on_progress(done, n_models)
+    stacked = np.stack([p for p in probs if p is not None]) if n_models else np.zeros((0, len(y), n_classes))
+    return ReferenceScores(stacked, masks, trained=len(missing), recipe=recipe.description)
+
+
+def _indexed(k: int, *args: Any) -> tuple[int, NDArray[np.float64]]:
+    return k, fit_and_score(*args)

@@ -1,0 +1,74 @@
+"""Terminal output: progress bars while working, a summary table at the end."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from privaudit.report.schema import Report
+
+
+class RichReporter:
+    """A :class:`privaudit.progress.Reporter` drawing rich progress bars on stderr."""
+
+    def __init__(self, console: Console | None = None) -> None:
+        self.console = console or Console(stderr=True)
+        self._progress: Progress | None = None
+        self._tasks: dict[str, TaskID] = {}
+
+    def __enter__(self) -> "RichReporter":
+        self._progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                  TimeElapsedColumn(), console=self.console, transient=False)
+        self._progress.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._progress is not None:
+            self._progress.stop()
+
+    def info(self, message: str) -> None:
+        self.console.print(f"[dim]{message}[/dim]", highlight=False)
+
+    def warn(self, message: str) -> None:
+        self.console.print(f"[bold yellow]warning:[/bold yellow] {message}", highlight=False)
+
+    def progress(self, task: str, completed: int, total: int) -> None:
+        if self._progress is None:
+            return
+        if task not in self._tasks:
+            self._tasks[task] = self._progress.add_task(task, total=total)
+        self._progress.update(self._tasks[task], completed=completed, total=total)
+
+
+def _pct(v: float | None) -> str:
+    return "n/a" if v is None else f"{100 * v:.2f}%"
+
+
+def render_summary(report: Report, console: Console) -> None:
+    m = report.membership
+    mode = report.model.output_mode + (f", rounded {report.model.rounding}" if report.model.rounding is not None else "")
+    console.print(f"[bold]Membership inference audit[/bold] - {report.data.train} train / {report.data.holdout} holdout "
+                  f"records, output mode: {mode}")
+    table = Table(show_header=True, header_style="bold")
+    for col in ("attack", "AUC", "TPR@1%FPR", "TPR@0.1%FPR", "TPR@0.01%FPR", "eps lower bound", "queries", "seconds"):
+        table.add_column(col, justify="right" if col != "attack" else "left")
+    for a in m.attacks:
+        name = f"[bold]{a.name} *[/bold]" if a.name == m.best else a.name
+        table.add_row(name, f"{a.auc:.3f}", _pct(a.tpr_at_fpr["0.01"]), _pct(a.tpr_at_fpr["0.001"]),
+                      _pct(a.tpr_at_fpr["0.0001"]), f"{a.epsilon_lower_bound:.2f} / {a.epsilon_max_measurable:.2f}",
+                      str(a.queries), f"{a.seconds:.2f}")
+    console.print(table)
+    console.print(f"* strongest attack: {m.best}.  Train accuracy {m.train_accuracy:.3f}, holdout {m.holdout_accuracy:.3f}, "
+                  f"gap {m.generalization_gap:+.3f}.  Split check: {'passed' if report.split_check.passed else 'FAILED'} "
+                  f"({report.split_check.message}).", highlight=False)
+    for s in m.skipped:
+        console.print(f"[dim]skipped {s.name}: {s.reason}[/dim]", highlight=False)
+    if m.records_at_risk:
+        top = ", ".join(f"#{r.index} ({r.risk:.3f})" for r in m.records_at_risk[:5])
+        console.print(f"Most exposed training rows (0-based, risk): {top}", highlight=False)
+    if m.dp_claim is not None:
+        colour = "red" if m.dp_claim.verdict != "consistent" else "green"
+        console.print(f"[{colour}]DP claim {m.dp_claim.verdict}:[/{colour}] {m.dp_claim.message}", highlight=False)

@@ -1,0 +1,147 @@
+"""The report: the one object every writer renders. Keys are stable; later work only adds keys.
+
+Field meanings are documented in docs/report.md.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from privaudit.fileio import atomic_write_text
+
+SCHEMA_VERSION = 1
+FPR_KEYS = ("0.01", "0.001", "0.0001")
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+class OperatingPointInfo(_Model):
+    tpr: float
+    fpr_achieved: float
+    threshold: float
+    ci_low: float | None = None
+    ci_high: float | None = None
+
+
+class ClassSlice(_Model):
+    class_: str = Field(alias="class")
+    records: int
+    members: int
+    auc: float | None
+    tpr_at_fpr: dict[str, float | None]
+
+
+class AttackReport(_Model):
+    name: str
+    auc: float
+    tpr_at_fpr: dict[str, float | None]
+    tpr_at_fpr_detail: dict[str, OperatingPointInfo | None]
+    advantage: float
+    ppv: float | None
+    ppv_at_fpr: str | None = None
+    epsilon_lower_bound: float
+    epsilon_max_measurable: float
+    reference_models: int
+    queries: int
+    seconds: float
+    per_class: list[ClassSlice] = []
+    params: dict[str, Any] = {}
+
+
+class RecordRisk(_Model):
+    index: int
+    set: Literal["train"] = "train"
+    risk: float
+    row_sha256: str
+
+
+class DPClaim(_Model):
+    claimed_epsilon: float
+    delta: float
+    epsilon_lower_bound: float
+    attack: str | None
+    confidence: float
+    verdict: Literal["consistent", "contradicted", "indicative"]
+    contradicted: bool
+    message: str
+
+
+class SkippedAttack(_Model):
+    name: str
+    reason: str
+
+
+class Membership(_Model):
+    attacks: list[AttackReport]
+    best: str | None
+    train_accuracy: float
+    holdout_accuracy: float
+    generalization_gap: float
+    member_prior: float
+    records_at_risk: list[RecordRisk]
+    dp_claim: DPClaim | None = None
+    skipped: list[SkippedAttack] = []
+    reference_recipe: str | None = None
+    reference_models_trained: int = 0
+
+
+class ModelInfo(_Model):
+    path: str | None
+    format: str
+    output_mode: Literal["probabilities", "logits", "top_k", "label"]
+    rounding: int | None
+    k: int | None
+    classes: list[str]
+
+
+class DataInfo(_Model):
+    train: int
+    holdout: int
+    train_source: str | None = None
+    holdout_source: str | None = None
+    label: str | None = None
+
+
+class SplitCheck(_Model):
+    auc: float | None
+    duplicates: int
+    passed: bool
+    message: str
+
+
+class Provenance(_Model):
+    privaudit_version: str
+    libraries: dict[str, str]
+    seed: int
+    command_line: list[str]
+    sha256: dict[str, str | None]
+    created_at: str
+
+
+class Report(_Model):
+    schema_version: int = SCHEMA_VERSION
+    provenance: Provenance
+    model: ModelInfo
+    data: DataInfo
+    split_check: SplitCheck
+    membership: Membership
+    warnings: list[str] = []
+    findings: list[dict[str, Any]] = []
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="json", by_alias=True)
+
+    def to_json_text(self) -> str:
+        return self.model_dump_json(by_alias=True, indent=2) + "\n"
+
+    def to_json(self, path: str) -> None:
+        """Write the report as JSON, atomically."""
+        atomic_write_text(path, self.to_json_text())
+
+    @classmethod
+    def from_json(cls, text: str) -> "Report":
+        return cls.model_validate_json(text)

@@ -1,0 +1,132 @@
+"""The ``Target`` protocol every model adapter satisfies, and the model's output mode.
+
+Everything after an adapter is numpy: ``predict`` returns either a float array of shape
+``(n, n_classes)`` (probabilities, logits, or top-k probabilities with ``nan`` where a class was
+not returned) or, for label-only models, an integer array of shape ``(n,)`` of class indices.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal, Protocol, runtime_checkable
+
+import numpy as np
+from numpy.typing import NDArray
+
+OutputKind = Literal["probabilities", "logits", "top_k", "label"]
+OUTPUT_KINDS: tuple[OutputKind, ...] = ("probabilities", "logits", "top_k", "label")
+
+
+@dataclass(frozen=True)
+class OutputMode:
+    """What a model exposes per query: the kind of output, its rounding, and k for top-k."""
+
+    kind: OutputKind
+    rounding: int | None = None
+    k: int | None = None
+
+    @property
+    def has_scores(self) -> bool:
+        """True when the output carries a confidence signal (anything but label-only)."""
+        return self.kind != "label"
+
+    def to_dict(self) -> dict[str, object]:
+        return {"output_mode": self.kind, "rounding": self.rounding, "k": self.k}
+
+
+@runtime_checkable
+class Target(Protocol):
+    """A model under audit, seen only through its predictions."""
+
+    @property
+    def classes(self) -> NDArray[np.generic]:
+        """Class labels, in the order of the output columns."""
+        ...
+
+    @property
+    def queries(self) -> int:
+        """Number of records sent to the model so far (one record = one query)."""
+        ...
+
+    def predict(self, X: NDArray[np.float64]) -> NDArray[np.float64] | NDArray[np.int64]:
+        """Model outputs for rows of ``X`` (see module docstring for the shapes)."""
+        ...
+
+
+def softmax(logits: NDArray[np.float64], temperature: float = 1.0) -> NDArray[np.float64]:
+    """Row-wise softmax of ``logits / temperature``, numerically stable."""
+    z = np.asarray(logits, dtype=np.float64) / temperature
+    z = z - np.max(z, axis=1, keepdims=True)
+    e = np.exp(z)
+    out: NDArray[np.float64] = e / np.sum(e, axis=1, keepdims=True)
+    return out
+
+
+def to_probabilities(outputs: NDArray[np.float64], mode: OutputMode) -> NDArray[np.float64]:
+    """Turn score outputs of any non-label mode into a full probability matrix.
+
+    Logits go through a softmax. For top-k outputs the mass not returned is spread evenly over the
+    classes that were not returned -- the best an attacker can do without more information.
+    """
+    out = np.asarray(outputs, dtype=np.float64)
+    if mode.kind == "logits":
+        return softmax(out)
+    if mode.kind == "top_k":
+        out = out.copy()
+        missing = np.isnan(out)
+        n_missing = missing.sum(axis=1, keepdims=True)
+        rest = np.clip(1.0 - np.nansum(out, axis=1, keepdims=True), 0.0, 1.0)
+        fill = np.divide(rest, n_missing, out=np.zeros_like(rest), where=n_missing > 0)
+        out = np.where(missing, np.broadcast_to(fill, out.shape), out)
+    return out
+
+
+def detect_output_mode(outputs: NDArray[np.generic], n_classes: int) -> OutputMode:
+    """Infer the output mode from a sample of a model's outputs.
+
+    1-D integer outputs are labels; rows that are non-negative and sum to 1 are probabilities (top-k
+    when some classes are missing as ``nan``); anything else is logits. Rounding is the smallest
+    number of decimals (up to 6) that represents every value exactly.
+    """
+    arr = np.asarray(outputs)
+    if arr.ndim == 1:
+        return OutputMode("label")
+    values = arr.astype(np.float64)
+    finite = values[~np.isnan(values)]
+    rounding = _detect_rounding(finite)
+    n_present = (~np.isnan(values)).sum(axis=1)
+    if np.any(n_present < n_classes):
+        return OutputMode("top_k", rounding=rounding, k=int(n_present.max()))
+    row_sums = values.sum(axis=1)
+    tol = 10.0 ** (-rounding) * n_classes if rounding is not None else 1e-4
+    if finite.size and finite.min() >= 0.0 and finite.max() <= 1.0 and np.allclose(row_sums, 1.0, atol=tol):
+        return OutputMode("probabilities", rounding=rounding)
+    return OutputMode("logits", rounding=rounding)
+
+
+def _detect_rounding(values: NDArray[np.float64]) -> int | None:
+    if values.size == 0:
+        return None
+    for decimals in range(0, 7):
+        if np.allclose(values, np.round(values, decimals), rtol=0.0, atol=1e-9):
+            return decimals
+    return None
+
+
+def apply_output_mode(probabilities: NDArray[np.float64], mode: OutputMode) -> NDArray[np.float64] | NDArray[np.int64]:
+    """Harden full probabilities the way ``mode`` does (top-k masking, rounding, label only).
+
+    Used to give reference models' outputs the same shape the target exposes, and for what-if
+    scoring of hardened deployments.
+    """
+    p = np.asarray(probabilities, dtype=np.float64)
+    if mode.kind == "label":
+        return np.argmax(p, axis=1).astype(np.int64)
+    out = p.copy()
+    if mode.kind == "top_k" and mode.k is not None and mode.k < p.shape[1]:
+        order = np.argsort(-p, axis=1, kind="stable")
+        drop = order[:, mode.k :]
+        np.put_along_axis(out, drop, np.nan, axis=1)
+    if mode.rounding is not None:
+        out = np.round(out, mode.rounding)
+    return out
