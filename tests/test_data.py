@@ -368,7 +368,7 @@ def test_encode_labels_unknown(tmp_path: Path) -> None:
     path = write(tmp_path / "holdout.csv", "x,diagnosis\n" + "".join(f"{i},{v}\n" for i, v in enumerate("0101x1101y")))
     ds = load_data(path, label="diagnosis")
     data_error(
-        lambda: encode_labels(ds, np.array(["0", "1"])),
+        lambda: encode_labels(ds, np.array([0, 1])),
         "holdout.csv: column 'diagnosis' has labels the model does not know: 'x', 'y' (rows 4, 9); "
         "the model's classes are 0, 1",
     )

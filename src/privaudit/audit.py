@@ -15,7 +15,8 @@ from numpy.typing import NDArray
 from privaudit import metrics
 from privaudit.attacks.membership import AttackContext, AttackResult, AttackSpec, registry, run_attack
 from privaudit.attacks.membership.signals import probability_floor
-from privaudit.data import Dataset, check_features_for_model, check_missing, check_same_columns, encode_labels, load_data, rows_sha256
+from privaudit.data import (Dataset, check_features_for_model, check_missing, check_same_columns, dataset_sha256,
+                            encode_labels, has_real_names, load_data, rows_sha256)
 from privaudit.errors import ConfigError, NothingAuditable, QueryBudgetExceeded
 from privaudit.models import LoadedModel, LoadOptions, as_target, load_model
 from privaudit.progress import Reporter, Silent
@@ -210,9 +211,8 @@ def audit(
     est = loaded.estimator
     if est is not None:
         names = getattr(est, "feature_names_in_", None)
-        has_real_names = not all(n == f"x{i}" for i, n in enumerate(tr.feature_names))
         check_features_for_model(tr, n_features=getattr(est, "n_features_in_", None),
-                                 feature_names=list(names) if names is not None and has_real_names else None)
+                                 feature_names=list(names) if names is not None and has_real_names(tr) else None)
     for ds in (tr, ho):
         check_missing(ds, allow_nan=est is not None and _allows_nan(est))
     X = np.vstack([tr.X, ho.X])
@@ -296,7 +296,9 @@ def audit(
     best_scores = next(r.scores for r in results if r.name == best)
     risk = metrics.per_record_risk(best_scores, is_member)[:n_train]
     order = np.argsort(-risk, kind="stable")[:RECORDS_AT_RISK]
-    hashes = rows_sha256(tr.X[order])
+    # Keyed with the training data's own hash: the data owner can match rows, while someone holding a
+    # candidate record but not the whole training set cannot test it against the report.
+    hashes = rows_sha256(tr.X[order], salt=dataset_sha256(tr).encode())
     at_risk = [RecordRisk(index=int(i), risk=float(risk[i]), row_sha256=str(h)) for i, h in zip(order, hashes)]
     dp = None
     if claimed_epsilon is not None:
@@ -310,7 +312,6 @@ def audit(
         records_at_risk=at_risk, dp_claim=dp, skipped=skipped, reference_recipe=recipe_desc,
         reference_models_trained=0 if refs is None else refs.trained)
     from privaudit import __version__
-    from privaudit.data import dataset_sha256
 
     return Report(
         provenance=Provenance(privaudit_version=__version__, libraries=_versions(), seed=seed,

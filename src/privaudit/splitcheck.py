@@ -28,6 +28,7 @@ def check_split(X_train: NDArray[np.float64], X_holdout: NDArray[np.float64], *,
     """Cross-validated AUC of a feature-only train-vs-holdout classifier, and cross-file duplicate rows."""
     from sklearn.ensemble import HistGradientBoostingClassifier
     from sklearn.model_selection import StratifiedKFold, cross_val_predict
+    from threadpoolctl import threadpool_limits
 
     from privaudit import metrics
     from privaudit.data import duplicate_rows
@@ -43,7 +44,9 @@ def check_split(X_train: NDArray[np.float64], X_holdout: NDArray[np.float64], *,
     if min(side.sum(), (~side).sum()) >= 10:
         folds = StratifiedKFold(n_splits=5, shuffle=True, random_state=int(rng.integers(2**31 - 1)))
         clf = HistGradientBoostingClassifier(max_iter=100, random_state=int(rng.integers(2**31 - 1)))
-        proba = cross_val_predict(clf, X, side, cv=folds, method="predict_proba")[:, 1]
+        # One OpenMP thread: gradient boosting slows down tenfold when its threads compete for busy cores.
+        with threadpool_limits(limits=1, user_api="openmp"):
+            proba = cross_val_predict(clf, X, side, cv=folds, method="predict_proba")[:, 1]
         auc = metrics.auc(proba, side)
     too_many_dupes = duplicates > DUPLICATE_SHARE_LIMIT * max(len(X_holdout), 1)
     separable = auc is not None and auc > AUC_LIMIT

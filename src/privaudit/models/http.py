@@ -14,7 +14,7 @@ import random
 import re
 import threading
 import time
-from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
+from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass, fields
 from typing import Any, Mapping
 
@@ -176,6 +176,11 @@ class _Pacer:
             return start - now
 
 
+class ClassesUnknown(EndpointError, AttributeError):
+    """Raised by ``classes`` before any answer. Also an AttributeError so that ``hasattr`` and
+    Python 3.11's runtime ``isinstance(target, Target)`` report "not yet" instead of blowing up."""
+
+
 class _Cancelled(Exception):
     """A sibling batch failed; this one stops without sending anything more."""
 
@@ -223,7 +228,7 @@ class HttpTarget:
     @property
     def classes(self) -> NDArray[np.generic]:
         if self._classes is None:
-            raise EndpointError(f"{self.display_url}: the classes are unknown until the endpoint has answered once; set classes in the HTTP settings")
+            raise ClassesUnknown(f"{self.display_url}: the classes are unknown until the endpoint has answered once; set classes in the HTTP settings")
         return self._classes
 
     @property
@@ -288,7 +293,6 @@ class HttpTarget:
         if workers <= 1:
             return [self._send(b, stop) for b in batches]
         pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="privaudit-http")
-        futures: list[Future[list[Any]]] = []
         try:
             futures = [pool.submit(self._send, b, stop) for b in batches]
             wait(futures, return_when=FIRST_EXCEPTION)

@@ -30,6 +30,7 @@ def features(probs: NDArray[np.float64], y: NDArray[np.int64], floor: float) -> 
 @register_attack("shadow", needs_reference=True, summary="attack classifier trained on shadow (reference) models")
 def run(ctx: AttackContext) -> AttackResult:
     from sklearn.ensemble import HistGradientBoostingClassifier
+    from threadpoolctl import threadpool_limits
 
     if ctx.reference_probs is None or ctx.reference_in is None or ctx.target_probs is None:
         raise ValueError("the shadow attack needs reference models and score outputs")
@@ -41,7 +42,8 @@ def run(ctx: AttackContext) -> AttackResult:
         feats, labels = feats[keep], labels[keep]
     feats = np.clip(feats, -1e6, 1e6)  # saturated logits of memorised records would be +inf
     clf = HistGradientBoostingClassifier(max_iter=100, random_state=int(rng.integers(2**31 - 1)))
-    clf.fit(feats, labels)
+    with threadpool_limits(limits=1, user_api="openmp"):  # see splitcheck: competing OpenMP threads crawl
+        clf.fit(feats, labels)
     target_feats = np.clip(features(ctx.target_probs, ctx.y, ctx.floor), -1e6, 1e6)
     proba = clf.predict_proba(target_feats)[:, list(clf.classes_).index(True)]
     # Break the classifier's ties with the raw signal so low-FPR thresholds stay resolvable.
