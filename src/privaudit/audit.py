@@ -24,6 +24,7 @@ from privaudit.reference import (ReferenceScores, Recipe, ScoreCache, default_ca
                                  recipe_from_estimator, recipe_from_trainer, train_reference_models)
 from privaudit.report.schema import (FPR_KEYS, AttackReport, ClassSlice, DataInfo, DPClaim, Membership, ModelInfo,
                                      OperatingPointInfo, Provenance, RecordRisk, Report, SkippedAttack, SplitCheck)
+from privaudit.rules import ControlsEvidence, Evidence, Policy, evaluate_all
 from privaudit.splitcheck import check_split
 from privaudit.target import OutputMode, apply_output_mode, detect_output_mode, to_probabilities
 
@@ -191,6 +192,10 @@ def audit(
     cache_dir: str | Path | Literal[False] | None = None,
     member_prior: float | None = None,
     n_bootstrap: int = 200,
+    what_if: bool = True,
+    model_name: str | None = None,
+    policy: Policy | None = None,
+    controls: ControlsEvidence | None = None,
     reporter: Reporter | None = None,
     command_line: Sequence[str] | None = None,
 ) -> Report:
@@ -198,7 +203,8 @@ def audit(
 
     ``model`` is a path (.skops; .joblib/.pkl with ``allow_pickle``), an http(s) URL, ``module:attr``,
     or an in-memory classifier/callable. ``train``/``holdout`` are file paths, ``(X, y)`` tuples or
-    DataFrames (with ``label``). Returns a :class:`Report`.
+    DataFrames (with ``label``). ``policy`` (thresholds, data sensitivity) and ``controls`` (from a
+    guard configuration) feed the rules that turn the measurements into findings. Returns a :class:`Report`.
     """
     ui = reporter or Silent()
     if reference_models < 0:
@@ -313,7 +319,14 @@ def audit(
         reference_models_trained=0 if refs is None else refs.trained)
     from privaudit import __version__
 
-    return Report(
+    what_if_rows = []
+    if what_if:
+        from privaudit.whatif import what_if as _what_if
+
+        what_if_rows = _what_if(ctx, None if refs is None else refs.probabilities, is_member)
+    name = model_name or (Path(loaded.path).stem if loaded.path and not loaded.format == "http" else None) or "model"
+    pol = policy or Policy()
+    report = Report(
         provenance=Provenance(privaudit_version=__version__, libraries=_versions(), seed=seed,
                               command_line=list(command_line if command_line is not None else sys.argv),
                               sha256={"model": loaded.sha256, "train": dataset_sha256(tr), "holdout": dataset_sha256(ho)},
@@ -322,4 +335,7 @@ def audit(
                         classes=[str(c) for c in classes]),
         data=DataInfo(train=n_train, holdout=len(ho.X), train_source=tr.source, holdout_source=ho.source, label=tr.label_name),
         split_check=SplitCheck(auc=split.auc, duplicates=split.duplicates, passed=split.passed, message=split.message),
-        membership=membership, warnings=warnings_out)
+        membership=membership, warnings=warnings_out, what_if=what_if_rows, model_name=name,
+        data_sensitivity=pol.data_sensitivity)
+    findings = evaluate_all(Evidence(model_name=name, report=report, policy=pol, controls=controls))
+    return report.model_copy(update={"findings": findings})

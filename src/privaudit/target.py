@@ -56,9 +56,9 @@ class Target(Protocol):
 def softmax(logits: NDArray[np.float64], temperature: float = 1.0) -> NDArray[np.float64]:
     """Row-wise softmax of ``logits / temperature``, numerically stable."""
     z = np.asarray(logits, dtype=np.float64) / temperature
-    z = z - np.max(z, axis=1, keepdims=True)
+    z = z - np.max(z, axis=-1, keepdims=True)
     e = np.exp(z)
-    out: NDArray[np.float64] = e / np.sum(e, axis=1, keepdims=True)
+    out: NDArray[np.float64] = e / np.sum(e, axis=-1, keepdims=True)
     return out
 
 
@@ -74,8 +74,8 @@ def to_probabilities(outputs: NDArray[np.float64], mode: OutputMode) -> NDArray[
     if mode.kind == "top_k":
         out = out.copy()
         missing = np.isnan(out)
-        n_missing = missing.sum(axis=1, keepdims=True)
-        rest = np.clip(1.0 - np.nansum(out, axis=1, keepdims=True), 0.0, 1.0)
+        n_missing = missing.sum(axis=-1, keepdims=True)
+        rest = np.clip(1.0 - np.nansum(out, axis=-1, keepdims=True), 0.0, 1.0)
         fill = np.divide(rest, n_missing, out=np.zeros_like(rest), where=n_missing > 0)
         out = np.where(missing, np.broadcast_to(fill, out.shape), out)
     return out
@@ -121,12 +121,13 @@ def apply_output_mode(probabilities: NDArray[np.float64], mode: OutputMode) -> N
     """
     p = np.asarray(probabilities, dtype=np.float64)
     if mode.kind == "label":
-        return np.argmax(p, axis=1).astype(np.int64)
+        return np.argmax(p, axis=-1).astype(np.int64)
     out = p.copy()
-    if mode.kind == "top_k" and mode.k is not None and mode.k < p.shape[1]:
-        order = np.argsort(-p, axis=1, kind="stable")
-        drop = order[:, mode.k :]
-        np.put_along_axis(out, drop, np.nan, axis=1)
+    # Works on (n, C) and on stacked reference outputs (K, n, C): classes are always the last axis.
+    if mode.kind == "top_k" and mode.k is not None and mode.k < p.shape[-1]:
+        order = np.argsort(-p, axis=-1, kind="stable")
+        drop = order[..., mode.k :]
+        np.put_along_axis(out, drop, np.nan, axis=-1)
     if mode.rounding is not None:
         out = np.round(out, mode.rounding)
     return out

@@ -10,6 +10,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from privaudit.fileio import atomic_write_text
+from privaudit.findings import Finding
 
 SCHEMA_VERSION = 1
 FPR_KEYS = ("0.01", "0.001", "0.0001")
@@ -122,6 +123,29 @@ class Provenance(_Model):
     created_at: str
 
 
+class WhatIfRow(_Model):
+    """Attack power if the model were served hardened (re-scored from the same audit)."""
+
+    serving: str  # e.g. "as audited", "label only", "top-1", "top-3", "rounded to 1 decimal"
+    output_mode: str
+    rounding: int | None = None
+    k: int | None = None
+    temperature: float | None = None
+    best_attack: str | None
+    auc: float | None
+    tpr_at_fpr: dict[str, float | None]
+    accuracy: float  # holdout accuracy as served
+    calibrated_probabilities: bool  # whether callers still get usable probabilities
+
+
+class Regression(_Model):
+    kind: str  # "new_finding" | "higher_severity" | "attack_power" | "generalization_gap"
+    id: str
+    message: str
+    before: Any = None
+    after: Any = None
+
+
 class Report(_Model):
     schema_version: int = SCHEMA_VERSION
     provenance: Provenance
@@ -130,7 +154,11 @@ class Report(_Model):
     split_check: SplitCheck
     membership: Membership
     warnings: list[str] = []
-    findings: list[dict[str, Any]] = []
+    findings: list[Finding] = []
+    regressions: list[Regression] = []
+    what_if: list[WhatIfRow] = []
+    model_name: str | None = None
+    data_sensitivity: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json", by_alias=True)
