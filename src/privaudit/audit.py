@@ -23,7 +23,8 @@ from privaudit.progress import Reporter, Silent
 from privaudit.reference import (ReferenceScores, Recipe, ScoreCache, default_cache_dir, default_surrogate,
                                  recipe_from_estimator, recipe_from_trainer, train_reference_models)
 from privaudit.report.schema import (FPR_KEYS, AttackReport, ClassSlice, DataInfo, DPClaim, Membership, ModelInfo,
-                                     OperatingPointInfo, Provenance, RecordRisk, Report, SkippedAttack, SplitCheck)
+                                     OperatingPointInfo, Provenance, RecordRisk, Report, RocCurve, ScoreHistogram,
+                                     SkippedAttack, SplitCheck)
 from privaudit.rules import ControlsEvidence, Evidence, Policy, evaluate_all
 from privaudit.splitcheck import check_split
 from privaudit.target import OutputMode, apply_output_mode, detect_output_mode, to_probabilities
@@ -120,6 +121,7 @@ def _attack_report(result: AttackResult, data: AuditData, classes: NDArray[Any],
         assert d is not None
         ppv = metrics.ppv(d.tpr, d.fpr_achieved, prior)
     eps = metrics.epsilon_lower_bound(s, m, delta, seed=seed)
+    roc, hist = _roc_and_histogram(s, m)
     per_class = []
     for c in range(len(classes)):
         sel = data.y == c
@@ -133,7 +135,21 @@ def _attack_report(result: AttackResult, data: AuditData, classes: NDArray[Any],
         advantage=metrics.advantage(s, m), ppv=ppv, ppv_at_fpr=ppv_key,
         epsilon_lower_bound=eps.epsilon_lower_bound, epsilon_max_measurable=eps.epsilon_max_measurable,
         reference_models=result.reference_models, queries=result.queries, seconds=round(result.seconds, 3),
-        per_class=per_class, params=result.params)
+        per_class=per_class, params=result.params, roc=roc, histogram=hist)
+
+
+def _roc_and_histogram(s: NDArray[np.float64], m: NDArray[np.bool_]) -> tuple[RocCurve, ScoreHistogram]:
+    fpr, tpr, _ = metrics.roc_curve(s, m)
+    grid = np.unique(np.r_[0.0, np.logspace(-5, 0, 120)])
+    # The best TPR reachable at each grid FPR: a step function, exact at the grid points.
+    idx = np.searchsorted(fpr, grid, side="right") - 1
+    roc = RocCurve(fpr=[float(x) for x in grid], tpr=[float(x) for x in tpr[np.clip(idx, 0, len(tpr) - 1)]])
+    ranks = (np.argsort(np.argsort(s, kind="stable"), kind="stable") + 0.5) / len(s)
+    edges = np.linspace(0.0, 1.0, 41)
+    hist = ScoreHistogram(bin_edges=[float(e) for e in edges],
+                          members=[int(c) for c in np.histogram(ranks[m], edges)[0]],
+                          nonmembers=[int(c) for c in np.histogram(ranks[~m], edges)[0]])
+    return roc, hist
 
 
 def _best(reports: list[AttackReport]) -> str | None:

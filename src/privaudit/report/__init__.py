@@ -1,5 +1,73 @@
-"""Report model and writers. Writers render a :class:`Report`; they never see attack internals."""
+"""Report model and writers. Writers render a :class:`Report`; they never see attack internals.
 
+Each writer module registers itself for one or more file suffixes with :func:`register_writer`;
+:func:`write_report` picks the writer from the output file's name (longest matching suffix wins,
+so ``.sarif.json`` is SARIF while other ``.json`` files are the JSON report).
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from privaudit.errors import ConfigError
 from privaudit.report.schema import Report
 
-__all__ = ["Report"]
+WRITER_MODULES = ("json", "sarif", "html", "markdown", "junit")
+
+
+@dataclass(frozen=True)
+class WriteOptions:
+    """Options some writers use: where SARIF results point, whether raw records may be embedded."""
+
+    sarif_location: str | None = None  # file results point at when the model is an endpoint
+    include_records: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+Writer = Callable[[Report, WriteOptions], str]
+_WRITERS: dict[str, tuple[str, Writer]] = {}
+
+
+def register_writer(name: str, *suffixes: str) -> Callable[[Writer], Writer]:
+    def deco(fn: Writer) -> Writer:
+        for suffix in suffixes:
+            _WRITERS[suffix.lower()] = (name, fn)
+        return fn
+
+    return deco
+
+
+def writers() -> dict[str, tuple[str, Writer]]:
+    for module in WRITER_MODULES:
+        try:
+            importlib.import_module(f"{__name__}.{module}")
+        except ModuleNotFoundError as exc:  # a writer module not written yet must not break the others
+            if exc.name != f"{__name__}.{module}":
+                raise
+    return dict(_WRITERS)
+
+
+def writer_for(path: str) -> tuple[str, Writer]:
+    lower = str(path).lower()
+    matches = [s for s in writers() if lower.endswith(s)]
+    if not matches:
+        raise ConfigError(f"-o {path}: unknown report format; use one of {', '.join(sorted(writers()))}")
+    return _WRITERS[max(matches, key=len)]
+
+
+def render(report: Report, path: str, options: WriteOptions | None = None) -> str:
+    """The text a writer produces for ``path``'s format."""
+    _name, fn = writer_for(path)
+    return fn(report, options or WriteOptions())
+
+
+def write_report(report: Report, path: str, options: WriteOptions | None = None) -> None:
+    """Render and write atomically: a failure leaves any existing file untouched."""
+    from privaudit.fileio import atomic_write_text
+
+    atomic_write_text(path, render(report, path, options))
+
+
+__all__ = ["Report", "WriteOptions", "register_writer", "render", "write_report", "writer_for", "writers"]

@@ -36,6 +36,21 @@ class ClassSlice(_Model):
     tpr_at_fpr: dict[str, float | None]
 
 
+class RocCurve(_Model):
+    """A thinned ROC curve (log-spaced in FPR) for plots; aggregate numbers only, no records."""
+
+    fpr: list[float]
+    tpr: list[float]
+
+
+class ScoreHistogram(_Model):
+    """Member and non-member score counts over shared bins (scores rank-normalised to [0, 1])."""
+
+    bin_edges: list[float]
+    members: list[int]
+    nonmembers: list[int]
+
+
 class AttackReport(_Model):
     name: str
     auc: float
@@ -51,6 +66,8 @@ class AttackReport(_Model):
     seconds: float
     per_class: list[ClassSlice] = []
     params: dict[str, Any] = {}
+    roc: RocCurve | None = None
+    histogram: ScoreHistogram | None = None
 
 
 class RecordRisk(_Model):
