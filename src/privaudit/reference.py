@@ -64,7 +64,7 @@ def recipe_from_estimator(estimator: Any, *, target_fingerprint: str, feature_na
 
 def recipe_from_trainer(spec: str, *, target_fingerprint: str) -> Recipe:
     """A user function ``fn(X, y, seed) -> fitted model`` named as ``module:function``."""
-    from privaudit.models.callable import resolve
+    from privaudit.models.pycallable import resolve
 
     fn = resolve(spec)
     if not callable(fn):
@@ -147,7 +147,7 @@ def fit_and_score(recipe: Recipe, X: NDArray[np.float64], y: NDArray[np.int64], 
 
             data = pd.DataFrame(X, columns=list(recipe.feature_names))
         if recipe.kind == "trainer":
-            from privaudit.models.callable import resolve
+            from privaudit.models.pycallable import resolve
 
             assert recipe.trainer is not None
             model = resolve(recipe.trainer)(X[mask], y[mask], seed)

@@ -68,7 +68,7 @@ def load_model(spec: str, options: LoadOptions | None = None) -> LoadedModel:
 def as_target(model: Any) -> LoadedModel:
     """Wrap an in-memory model: a ``Target``, a scikit-learn-style classifier, or a callable."""
     _import_adapters()
-    from privaudit.models.callable import CallableTarget
+    from privaudit.models.pycallable import CallableTarget
     from privaudit.models.sklearn import SklearnTarget, is_sklearn_like
 
     if is_sklearn_like(model):
@@ -87,4 +87,4 @@ def _import_adapters() -> None:
     # Importing the adapter modules runs their @register_loader decorators.
     from privaudit.models import sklearn as _sk  # noqa: F401
     from privaudit.models import http as _http  # noqa: F401
-    from privaudit.models import callable as _cb  # noqa: F401
+    from privaudit.models import pycallable as _cb  # noqa: F401
