@@ -194,18 +194,18 @@ def test_report_records_the_command_line_it_was_given(run: Any, files: Files, tm
 def test_parquet_and_npz_inputs(run: Any, files: Files, tmp_path: Path, fmt: str) -> None:
     train, holdout = (files.train_pq, files.holdout_pq) if fmt == "parquet" else (files.train_npz, files.holdout_npz)
     out = tmp_path / "r.json"
-    r = run(*_audit(files, "--no-cache", "-o", out, train=train, holdout=holdout))
+    r = run(*_audit(files, "--no-cache", "--attacks", "loss", "-o", out, train=train, holdout=holdout))
     assert r.code == 0, r.err
     rep = _report(out)
     assert rep["data"]["train"] == files.n_train and rep["data"]["holdout"] == files.n_holdout
     assert rep["data"]["train_source"] == str(train)
     assert rep["model"]["output_mode"] == "probabilities"
-    assert rep["membership"]["attacks"]
+    assert [a["name"] for a in rep["membership"]["attacks"]] == ["loss"]
 
 
 def test_claimed_epsilon_gives_a_dp_verdict(run: Any, files: Files, tmp_path: Path) -> None:
     out = tmp_path / "r.json"
-    r = run(*_audit(files, "--no-cache", "--claimed-epsilon", "1.0", "-o", out))
+    r = run(*_audit(files, "--no-cache", "--attacks", "loss,rmia_online", "--claimed-epsilon", "1.0", "-o", out))
     assert r.code == 0, r.err
     dp = _report(out)["membership"]["dp_claim"]
     assert dp is not None
@@ -229,12 +229,14 @@ def test_reference_scores_are_cached_between_runs(run: Any, files: Files, tmp_pa
 
 def test_callable_model_module_attr(run: Any, files: Files, tmp_path: Path, module_in: Any) -> None:
     name = module_in("pa_cli_proba", f"""
+        import pandas as pd
         import skops.io
 
         _model = skops.io.load({str(files.model)!r})
 
         def predict_proba(X):
-            return _model.predict_proba(X)
+            # The fitted model knows its column names; give them back to keep sklearn quiet.
+            return _model.predict_proba(pd.DataFrame(X, columns=_model.feature_names_in_))
     """)
     out = tmp_path / "r.json"
     r = run(*_audit(files, "--no-cache", "-o", out, model=f"{name}:predict_proba"))
@@ -374,11 +376,27 @@ def test_unsupported_output_extension(run: Any, files: Files, tmp_path: Path) ->
     assert not out.exists()
 
 
-def test_unknown_option_is_a_usage_error(run: Any, files: Files) -> None:
-    r = run(*_audit(files, "--no-cache", "--frobnicate"))
-    assert r.code == 2
-    assert "Traceback" not in r.err
-    assert "--frobnicate" in r.err
+@pytest.mark.parametrize("extra", [["--frobnicate"], ["--seed", "abc"]], ids=["unknown-option", "bad-integer"])
+def test_usage_errors_exit_2(run: Any, files: Files, extra: list[str]) -> None:
+    r = run(*_audit(files, "--no-cache", *extra))
+    assert r.code == 2, r.err
+    assert "Traceback" not in r.err + r.out
+    assert "internal error" not in r.err
+    assert extra[0] in r.err
+
+
+def test_no_arguments_shows_help_without_an_internal_error(run: Any) -> None:
+    r = run()
+    assert r.code in (0, 2), r.err
+    assert "internal error" not in r.err and "Traceback" not in r.err
+    assert "Usage" in r.out + r.err and "audit" in r.out + r.err
+
+
+def test_missing_required_option_exits_2(run: Any, files: Files) -> None:
+    r = run("audit", "--train", files.train, "--holdout", files.holdout, "--label", LABEL)
+    assert r.code == 2, r.err
+    assert "internal error" not in r.err
+    assert "--model" in r.err
 
 
 def test_debug_shows_the_traceback_instead(run: Any, files: Files, tmp_path: Path) -> None:

@@ -223,6 +223,8 @@ def audit(
     guard configuration) feed the rules that turn the measurements into findings. Returns a :class:`Report`.
     """
     ui = reporter or Silent()
+    if attacks is not None:
+        _select(attacks, OutputMode("probabilities"))  # reject unknown names before any query is sent
     if reference_models < 0:
         raise ConfigError("--reference-models must be 0 or more")
     if not 0 < delta < 1:

@@ -15,6 +15,7 @@ from privaudit.errors import ConfigError, PrivauditError
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Audit ML models for membership inference and model inversion (MITRE ATLAS AML.T0024).")
 OUTPUT_SUFFIXES = (".json",)
+_ARGV: list[str] | None = None  # the arguments main() was given, recorded in the report's provenance
 
 
 def _check_outputs(outputs: list[Path]) -> None:
@@ -113,14 +114,16 @@ def audit(
             attacks=[a.strip() for a in attacks.split(",")] if attacks else None, trainer=trainer, seed=seed,
             jobs=jobs, claimed_epsilon=claimed_epsilon, delta=delta, allow_pickle=allow_pickle, trust=trust,
             http=http, cache_dir=False if no_cache else cache_dir, member_prior=member_prior, reporter=ui,
-            command_line=["privaudit", *sys.argv[1:]])
+            command_line=["privaudit", *(_ARGV if _ARGV is not None else sys.argv[1:])])
     render_summary(report, console)
     _write_outputs(report, output, console)
 
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point: user errors become one line on stderr and exit code 2 (3: nothing auditable)."""
+    global _ARGV
     args = list(sys.argv[1:] if argv is None else argv)
+    _ARGV = args
     debug = "--debug" in args or os.environ.get("PRIVAUDIT_DEBUG") == "1"
     try:
         app(args=args, standalone_mode=False)
@@ -135,10 +138,11 @@ def main(argv: list[str] | None = None) -> None:
     except Exception as exc:  # click usage errors and anything unexpected
         import click
 
-        if isinstance(exc, click.exceptions.ClickException):
+        # typer bundles its own click; accept both its exception classes and click's.
+        if isinstance(exc, (click.exceptions.ClickException, typer.TyperException)) and hasattr(exc, "show"):
             exc.show()
             sys.exit(2)
-        if isinstance(exc, click.exceptions.Abort):
+        if isinstance(exc, (click.exceptions.Abort, typer.Abort)):
             sys.exit(130)
         if debug:
             raise

@@ -27,6 +27,9 @@ class RichReporter:
 
     def __exit__(self, *exc: Any) -> None:
         if self._progress is not None:
+            if exc and exc[0] is not None:
+                # A failing run ends with its one-line error only, not with the bars drawn so far.
+                self._progress.live.transient = True
             self._progress.stop()
 
     def info(self, message: str) -> None:
