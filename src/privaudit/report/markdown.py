@@ -1,0 +1,97 @@
+"""A short Markdown summary for a pull-request comment: verdict first, then the tables that back it."""
+
+from __future__ import annotations
+
+from privaudit.findings import Finding
+from privaudit.report import WriteOptions, register_writer
+from privaudit.report.schema import FPR_KEYS, Report
+
+SUMMARY_CHARS = 140
+MAX_WARNINGS = 3
+
+
+def _cell(text: object) -> str:
+    """Text safe inside a Markdown table cell: one line, pipes escaped."""
+    return " ".join(str(text).split()).replace("|", "\\|")
+
+
+def _short(text: str, limit: int = SUMMARY_CHARS) -> str:
+    line = " ".join(text.split())
+    return line if len(line) <= limit else line[: limit - 3].rstrip() + "..."
+
+
+def _pct(value: float | None) -> str:
+    return "n/a" if value is None else f"{100 * value:.2f}%"
+
+
+def _num(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.3f}"
+
+
+def _status(finding: Finding) -> str:
+    return f"{finding.status} (suppressed)" if finding.suppressed else finding.status
+
+
+def verdict(report: Report) -> str:
+    failed = [f for f in report.findings if f.failed]
+    model = f"`{report.model_name}`" if report.model_name else "the model"
+    if not failed:
+        unknown = sum(f.status == "unknown" for f in report.findings)
+        extra = f" ({unknown} rule{'s' if unknown != 1 else ''} without evidence)" if unknown else ""
+        return f"**privaudit: no findings** for {model}{extra}"
+    worst = max(failed, key=lambda f: f.severity.rank).severity
+    n = len(failed)
+    return f"**privaudit: {worst.value.upper()}** - {n} failing finding{'s' if n != 1 else ''} for {model}"
+
+
+def to_markdown(report: Report) -> str:
+    m = report.membership
+    lines = [verdict(report), ""]
+    if report.regressions:
+        lines += ["**Regressions since the baseline**", ""]
+        lines += [f"- {r.kind} `{r.id}`: {_short(r.message)}" for r in report.regressions]
+        lines.append("")
+    if not report.split_check.passed:
+        lines += [f"> Split check failed: {_short(report.split_check.message)}", ""]
+    if report.findings:
+        lines += ["| Rule | Severity | Status | Summary |", "|---|---|---|---|"]
+        for f in report.findings:
+            lines.append(f"| {_cell(f.rule_id)} {_cell(f.title)} | {f.severity.value} | {_cell(_status(f))} | "
+                         f"{_cell(_short(f.summary))} |")
+        lines.append("")
+    if m.attacks:
+        lines += ["| Attack | AUC | TPR@1% FPR | TPR@0.1% FPR | TPR@0.01% FPR |", "|---|---:|---:|---:|---:|"]
+        for a in m.attacks:
+            name = f"**{_cell(a.name)}**" if a.name == m.best else _cell(a.name)
+            lines.append(f"| {name} | {a.auc:.3f} | " + " | ".join(_pct(a.tpr_at_fpr.get(k)) for k in FPR_KEYS) + " |")
+        lines.append("")
+    lines.append(f"Train accuracy {m.train_accuracy:.3f}, holdout {m.holdout_accuracy:.3f}, "
+                 f"gap {m.generalization_gap:.3f}.")
+    lines.append("")
+    if report.what_if:
+        lines += ["**What if it were served hardened**", "",
+                  "| Serving | Best attack | AUC | TPR@1% FPR | TPR@0.1% FPR | Holdout accuracy |",
+                  "|---|---|---:|---:|---:|---:|"]
+        for w in report.what_if:
+            lines.append(f"| {_cell(w.serving)} | {_cell(w.best_attack or 'n/a')} | {_num(w.auc)} | "
+                         f"{_pct(w.tpr_at_fpr.get('0.01'))} | {_pct(w.tpr_at_fpr.get('0.001'))} | {w.accuracy:.3f} |")
+        lines.append("")
+    if m.skipped:
+        lines += ["Skipped attacks: " + "; ".join(f"{_cell(s.name)} ({_cell(s.reason)})" for s in m.skipped), ""]
+    if report.warnings:
+        shown = report.warnings[:MAX_WARNINGS]
+        more = len(report.warnings) - len(shown)
+        lines += [f"- warning: {_short(w)}" for w in shown]
+        if more:
+            lines.append(f"- and {more} more warning{'s' if more != 1 else ''} (see the full report)")
+        lines.append("")
+    model_hash = report.provenance.sha256.get("model")
+    lines.append(f"<sub>privaudit {report.provenance.privaudit_version} - model "
+                 f"{'sha256 ' + model_hash[:12] if model_hash else 'in memory (no file hash)'} - "
+                 f"{report.provenance.created_at}</sub>")
+    return "\n".join(lines) + "\n"
+
+
+@register_writer("markdown", ".md")
+def render(report: Report, options: WriteOptions) -> str:
+    return to_markdown(report)

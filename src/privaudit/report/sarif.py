@@ -1,0 +1,200 @@
+"""SARIF 2.1.0 for GitHub code scanning: one rule per privaudit rule, one result per failed finding.
+
+GitHub needs every result to point at a file in the repository. A model audited from a local file
+points at that file (relative to the working directory); an endpoint, or a model outside the
+working directory, points at ``WriteOptions.sarif_location`` (the CLI passes the policy file or
+README.md). Results carry a fingerprint derived from the finding id (``<rule>/<model name>``), so
+retraining the same model updates the existing alert instead of opening a new one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from privaudit.findings import SECURITY_SEVERITY, CheckStatus, Finding, Severity
+from privaudit.report import WriteOptions, register_writer
+from privaudit.report.schema import Report
+
+SARIF_SCHEMA = "https://json.schemastore.org/sarif-2.1.0.json"
+SARIF_VERSION = "2.1.0"
+INFORMATION_URI = "https://pypi.org/project/privaudit/"
+FINGERPRINT_KEY = "privauditFindingId/v1"
+MAX_TAGS = 10
+DEFAULT_LOCATION = "README.md"  # used only when the model is not a local file and no sarif_location was given
+
+LEVELS = {Severity.CRITICAL: "error", Severity.HIGH: "error", Severity.MEDIUM: "warning", Severity.LOW: "note",
+          Severity.INFO: "note"}
+
+
+def level_for(severity: Severity) -> str:
+    return LEVELS[severity]
+
+
+def _pascal(title: str) -> str:
+    return "".join(word[:1].upper() + word[1:] for word in title.replace("-", " ").split())
+
+
+def _fence_language(code: str) -> str:
+    first = code.lstrip().splitlines()[0] if code.strip() else ""
+    return "yaml" if ".yaml" in first or ".yml" in first else "python"
+
+
+def _link(ref: str) -> str:
+    return f"<{ref}>" if ref.startswith(("http://", "https://")) else ref
+
+
+def _help(meta: Any, mappings: dict[str, list[str]]) -> tuple[str, str]:
+    """Plain-text and Markdown help for a rule, from its metadata."""
+    text = [meta.description, "", f"Risk: {meta.risk}", "", f"Remediation: {meta.remediation}"]
+    md = [f"**{meta.title}** (MITRE ATLAS {meta.atlas_technique})", "", meta.description, "", "## Risk", "",
+          meta.risk, "", "## Remediation", "", meta.remediation]
+    for name, code in meta.remediation_examples.items():
+        text += ["", f"{name}:", code]
+        md += ["", f"**{name}**", "", f"```{_fence_language(code)}", code, "```"]
+    if meta.mitigations:
+        text += ["", "ATLAS mitigations: " + ", ".join(meta.mitigations)]
+        md += ["", "ATLAS mitigations: " + ", ".join(f"`{m}`" for m in meta.mitigations)]
+    if meta.audit_questions:
+        text += ["", "Audit questions:"] + [f"- {q}" for q in meta.audit_questions]
+        md += ["", "## Audit questions", ""] + [f"- {q}" for q in meta.audit_questions]
+    if mappings:
+        text += ["", "Frameworks:"] + [f"- {fw}: {', '.join(reqs)}" for fw, reqs in sorted(mappings.items())]
+        md += ["", "## Frameworks", ""] + [f"- {fw}: {', '.join(reqs)}" for fw, reqs in sorted(mappings.items())]
+    if meta.references:
+        text += ["", "References:"] + [f"- {r}" for r in meta.references]
+        md += ["", "## References", ""] + [f"- {_link(r)}" for r in meta.references]
+    return "\n".join(text), "\n".join(md)
+
+
+def _tags(technique: str, mappings: dict[str, list[str]]) -> list[str]:
+    """GitHub shows at most 10 tags per rule, so the most useful come first: the ATLAS technique, the
+    framework requirements, and last the ATLAS mitigations."""
+    tags = ["security", "privacy", f"mitre-atlas/{technique}"]
+    mitigations = []
+    for framework, requirements in sorted(mappings.items()):
+        for req in requirements:
+            (mitigations if req.startswith("AML.M") else tags).append(f"{framework}/{req}")
+    return list(dict.fromkeys(tags + mitigations))[:MAX_TAGS]
+
+
+def _rule_finding(report: Report, rule_id: str) -> Finding | None:
+    """The finding that sets a rule's severity: the worst failed one, else any one for the rule."""
+    mine = [f for f in report.findings if f.rule_id == rule_id]
+    failed = [f for f in mine if f.status == "fail"]
+    if failed:
+        return max(failed, key=lambda f: f.severity.rank)
+    return mine[0] if mine else None
+
+
+def _descriptor(meta: Any, finding: Finding | None) -> dict[str, Any]:
+    from privaudit.rules import mappings_for
+
+    mappings = finding.mappings if finding is not None else mappings_for(meta.id)
+    severity = finding.severity if finding is not None and finding.status == "fail" else meta.base_severity
+    text, markdown = _help(meta, mappings)
+    return {
+        "id": meta.id,
+        "name": _pascal(meta.title),
+        "shortDescription": {"text": f"{meta.title} (MITRE ATLAS {meta.atlas_technique})"},
+        "fullDescription": {"text": meta.description},
+        "help": {"text": text, "markdown": markdown},
+        "defaultConfiguration": {"level": level_for(meta.base_severity)},
+        "properties": {
+            "security-severity": SECURITY_SEVERITY[severity],
+            "tags": _tags(meta.atlas_technique, mappings),
+            "precision": "medium",
+        },
+    }
+
+
+def _location_uri(report: Report, options: WriteOptions) -> str:
+    path = report.model.path
+    if path and report.model.format != "http" and "://" not in path and (
+            report.model.format in ("skops", "pickle") or Path(path).is_file()):
+        try:
+            rel = os.path.relpath(os.path.abspath(path), os.getcwd())
+        except ValueError:  # another drive on Windows
+            rel = ""
+        if rel and rel != ".." and not rel.startswith(".." + os.sep) and not os.path.isabs(rel):
+            return Path(rel).as_posix()
+    return options.sarif_location or DEFAULT_LOCATION
+
+
+def _message(finding: Finding) -> str:
+    lines = [finding.summary]
+    failing = [c for c in finding.checks if c.status == CheckStatus.FAIL]
+    if failing:
+        lines += ["", "Failing checks:"] + [f"- {c.check}: {c.title} -- {c.evidence}" for c in failing]
+    lines += ["", f"Severity {finding.severity.value}: {finding.severity_reason}."]
+    return "\n".join(lines)
+
+
+def _check_counts(finding: Finding) -> dict[str, int]:
+    return {s.value: sum(c.status == s for c in finding.checks) for s in CheckStatus}
+
+
+def _result(finding: Finding, index: int, uri: str) -> dict[str, Any]:
+    result: dict[str, Any] = {
+        "ruleId": finding.rule_id,
+        "ruleIndex": index,
+        "level": level_for(finding.severity),
+        "message": {"text": _message(finding)},
+        "locations": [{"physicalLocation": {"artifactLocation": {"uri": uri}, "region": {"startLine": 1}}}],
+        "partialFingerprints": {FINGERPRINT_KEY: hashlib.sha256(finding.id.encode("utf-8")).hexdigest()},
+        "properties": {
+            "findingId": finding.id,
+            "model": finding.model_name,
+            "severity": finding.severity.value,
+            "security-severity": SECURITY_SEVERITY[finding.severity],
+            "severityReason": finding.severity_reason,
+            "checks": _check_counts(finding),
+            "failingChecks": [c.check for c in finding.checks if c.status == CheckStatus.FAIL],
+        },
+    }
+    if finding.suppressed:
+        result["suppressions"] = [{"kind": "external",
+                                   "justification": finding.suppression_reason or "suppressed by policy"}]
+    return result
+
+
+def to_sarif(report: Report, options: WriteOptions | None = None) -> dict[str, Any]:
+    """The SARIF log as a dict (see :func:`render` for the text)."""
+    from privaudit.rules import rules
+
+    options = options or WriteOptions()
+    metas = [meta for meta, _fn in rules().values()]
+    index = {meta.id: i for i, meta in enumerate(metas)}
+    descriptors = [_descriptor(meta, _rule_finding(report, meta.id)) for meta in metas]
+    uri = _location_uri(report, options)
+    results = []
+    for finding in report.findings:
+        if finding.status != "fail":
+            continue
+        if finding.rule_id not in index:  # a rule this version does not know (report from another version)
+            continue
+        results.append(_result(finding, index[finding.rule_id], uri))
+    version = report.provenance.privaudit_version
+    model_name = report.model_name or "model"
+    run: dict[str, Any] = {
+        "tool": {"driver": {"name": "privaudit", "version": version, "semanticVersion": version,
+                            "informationUri": INFORMATION_URI, "rules": descriptors}},
+        "automationDetails": {"id": f"privaudit/{model_name}/"},
+        "invocations": [{"executionSuccessful": True}],
+        "results": results,
+        "properties": {
+            "schemaVersion": report.schema_version,
+            "modelName": model_name,
+            "modelSha256": report.provenance.sha256.get("model"),
+            "createdAt": report.provenance.created_at,
+        },
+    }
+    return {"$schema": SARIF_SCHEMA, "version": SARIF_VERSION, "runs": [run]}
+
+
+@register_writer("sarif", ".sarif", ".sarif.json")
+def render(report: Report, options: WriteOptions) -> str:
+    return json.dumps(to_sarif(report, options), indent=2, ensure_ascii=False) + "\n"
