@@ -279,8 +279,10 @@ def test_trusting_the_listed_skops_type_loads_the_model(run: Any, files: Files, 
 
 
 @pytest.mark.slow
-def test_demo(run: Any) -> None:
+def test_demo(run: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)  # the demo writes privaudit-demo.html into the working directory
     r = run("demo")
+    assert (tmp_path / "privaudit-demo.html").is_file()
     assert r.code == 0, r.err
     assert "Traceback" not in r.err
     assert "Membership inference audit" in r.out

@@ -14,19 +14,23 @@ from privaudit.errors import ConfigError, PrivauditError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Audit ML models for membership inference and model inversion (MITRE ATLAS AML.T0024).")
-OUTPUT_SUFFIXES = (".json",)
-_ARGV: list[str] | None = None  # the arguments main() was given, recorded in the report's provenance
+DEMO_HTML = "privaudit-demo.html"
+_ARGV: list[str] | None = None  # the arguments main() was given, for the report's provenance
 
 
 def _check_outputs(outputs: list[Path]) -> None:
+    """Every output's format must be known before any work starts."""
+    from privaudit.report import writer_for
+
     for out in outputs:
-        if not str(out).lower().endswith(OUTPUT_SUFFIXES):
-            raise ConfigError(f"-o {out}: unsupported report format; use one of {', '.join(OUTPUT_SUFFIXES)}")
+        writer_for(str(out))
 
 
-def _write_outputs(report: Any, outputs: list[Path], console: Console) -> None:
+def _write_outputs(report: Any, outputs: list[Path], console: Console, options: Any = None) -> None:
+    from privaudit.report import write_report
+
     for out in outputs:
-        report.to_json(str(out))
+        write_report(report, str(out), options)
         console.print(f"wrote {out}", highlight=False)
 
 
@@ -39,7 +43,7 @@ def _http_settings(**kwargs: Any) -> dict[str, Any]:
 
 @app.command()
 def demo(
-    output: Annotated[Optional[Path], typer.Option("-o", "--output", help="Also write the JSON report here.")] = None,
+    output: Annotated[list[Path], typer.Option("-o", "--output", help=f"Report file; repeatable; format from the extension (default: {DEMO_HTML}).")] = [],
     jobs: Annotated[Optional[int], typer.Option(help="Parallel jobs for reference models (default: all cores).")] = None,
     debug: Annotated[bool, typer.Option(help="Show tracebacks.")] = False,
 ) -> None:
@@ -47,7 +51,18 @@ def demo(
     import privaudit
     from privaudit import datasets
     from privaudit.report.console import RichReporter, render_summary
+    from privaudit.report.findings_console import render_findings
+    from privaudit.rules import Policy
 
+    outputs = list(output)
+    if outputs:
+        _check_outputs(outputs)
+    else:
+        try:
+            _check_outputs([Path(DEMO_HTML)])
+            outputs = [Path(DEMO_HTML)]
+        except ConfigError:  # the HTML writer is optional; the demo still runs without it
+            pass
     console = Console()
     split = datasets.breast_cancer(seed=0)
     model = datasets.overfit_model(seed=0)
@@ -62,10 +77,11 @@ def demo(
     with RichReporter() as ui:
         report = privaudit.audit(model, (split.X_train, split.y_train), (split.X_holdout, split.y_holdout),
                                  reference_models=4, seed=0, jobs=jobs, claimed_epsilon=1.0, reporter=ui,
-                                 cache_dir=False)
+                                 cache_dir=False, model_name="demo-breast-cancer-mlp",
+                                 policy=Policy(data_sensitivity="health"))
     render_summary(report, console)
-    if output is not None:
-        _write_outputs(report, [output], console)
+    _write_outputs(report, outputs, console)
+    render_findings(report, console)
 
 
 @app.command()
@@ -74,7 +90,15 @@ def audit(
     train: Annotated[Path, typer.Option(help="Records the model was trained on (CSV, Parquet or NPZ).")],
     holdout: Annotated[Path, typer.Option(help="Records the model never saw, from the same distribution.")],
     label: Annotated[Optional[str], typer.Option(help="Label column (CSV/Parquet).")] = None,
-    output: Annotated[list[Path], typer.Option("-o", "--output", help="Report file; repeatable. Format from the extension (.json).")] = [],
+    output: Annotated[list[Path], typer.Option("-o", "--output", help="Report file; repeatable. Format from the extension (.json, .sarif, .html, .md, .xml ...).")] = [],
+    fail_on: Annotated[Optional[str], typer.Option("--fail-on", help="Exit 1 on a failing finding at or above: critical, high, medium, low or never (default: high, or the policy file's).")] = None,
+    baseline: Annotated[Optional[Path], typer.Option(help="An earlier JSON report of the same model: exit 1 on any regression.")] = None,
+    policy: Annotated[Optional[Path], typer.Option(help="Policy file (default: ./privaudit.toml, else \\[tool.privaudit] in ./pyproject.toml).")] = None,
+    model_name: Annotated[Optional[str], typer.Option("--model-name", help="Name in finding ids (default: the model file's stem).")] = None,
+    data_sensitivity: Annotated[Optional[str], typer.Option("--data-sensitivity", help="public, internal, pii, health or financial (default: internal).")] = None,
+    guard_config: Annotated[Optional[Path], typer.Option("--guard-config", help="The inference guard's YAML configuration (deployment controls).")] = None,
+    sarif_location: Annotated[Optional[str], typer.Option("--sarif-location", help="File SARIF results point at (default: the policy file, else README.md).")] = None,
+    include_records: Annotated[bool, typer.Option("--include-records", help="Let writers embed raw records of the most exposed rows.")] = False,
     reference_models: Annotated[int, typer.Option("--reference-models", "-k", help="Reference models to train.")] = 4,
     attacks: Annotated[Optional[str], typer.Option(help="Comma-separated attacks (default: rmia_online,lira_online,rmia_offline,lira_offline,shadow,loss).")] = None,
     trainer: Annotated[Optional[str], typer.Option(help="module:function with fn(X, y, seed) -> fitted model, for reference models.")] = None,
@@ -97,13 +121,29 @@ def audit(
     rate: Annotated[Optional[float], typer.Option(help="HTTP: at most this many records per second.")] = None,
     input_field: Annotated[Optional[str], typer.Option(help="HTTP custom: dotted path for the rows in the request.")] = None,
     output_field: Annotated[Optional[str], typer.Option(help="HTTP custom: dotted path to the predictions in the answer.")] = None,
+    bootstrap: Annotated[int, typer.Option("--bootstrap", hidden=True, help="Bootstrap resamples for TPR intervals.")] = 200,
     debug: Annotated[bool, typer.Option(help="Show tracebacks.")] = False,
 ) -> None:
-    """Measure how well an attacker can tell the model's training records from records it never saw."""
-    import privaudit
-    from privaudit.report.console import RichReporter, render_summary
+    """Measure how well an attacker can tell the model's training records from records it never saw.
 
+    Exit codes: 0 passed, 1 a failing finding at or above --fail-on or a regression, 2 a usage or
+    input error, 3 nothing auditable.
+    """
+    import privaudit
+    from privaudit import gate
+    from privaudit.baseline import apply_baseline, load_baseline
+    from privaudit.controls import load_controls
+    from privaudit.policy import apply_suppressions, display_path, load_settings
+    from privaudit.report import WriteOptions
+    from privaudit.report.console import RichReporter, render_summary
+    from privaudit.report.findings_console import render_findings
+
+    # Every input is checked before the audit starts, so a usage error (2) never waits for, or hides
+    # behind, the audit's own outcome (3, or the gate's 1).
+    settings = load_settings(policy, fail_on=fail_on, data_sensitivity=data_sensitivity, model_name=model_name)
     _check_outputs(output)
+    controls = load_controls(guard_config) if guard_config is not None else None
+    base = load_baseline(baseline) if baseline is not None else None
     http = _http_settings(protocol=protocol, classes=classes, batch_size=batch_size, concurrency=concurrency,
                           auth_env=auth_env, auth_header=auth_header, max_queries=max_queries, rate=rate,
                           input_field=input_field, output_field=output_field)
@@ -114,19 +154,32 @@ def audit(
             attacks=[a.strip() for a in attacks.split(",")] if attacks else None, trainer=trainer, seed=seed,
             jobs=jobs, claimed_epsilon=claimed_epsilon, delta=delta, allow_pickle=allow_pickle, trust=trust,
             http=http, cache_dir=False if no_cache else cache_dir, member_prior=member_prior, reporter=ui,
+            n_bootstrap=bootstrap, model_name=settings.model_name, policy=settings.policy, controls=controls,
             command_line=["privaudit", *(_ARGV if _ARGV is not None else sys.argv[1:])])
+        report = apply_suppressions(report, settings.suppressions)
+        if base is not None:
+            report, skipped = apply_baseline(report, base, baseline or "")
+            if skipped:
+                ui.warn(skipped)
     render_summary(report, console)
-    _write_outputs(report, output, console)
+    location = sarif_location or (display_path(settings.source) if settings.source is not None else "README.md")
+    _write_outputs(report, output, console, WriteOptions(sarif_location=location, include_records=include_records))
+    render_findings(report, console)
+    result = gate.evaluate(report, settings.fail_on)
+    colour = "green" if result.passed else "bold red"
+    console.print(f"[{colour}]{result.message}[/{colour}]", highlight=False)
+    raise typer.Exit(result.code)
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Entry point: user errors become one line on stderr and exit code 2 (3: nothing auditable)."""
+    """Entry point: user errors become one line on stderr and exit code 2 (3: nothing auditable); the
+    audit command ends with the gate's code (see privaudit.gate)."""
     global _ARGV
     args = list(sys.argv[1:] if argv is None else argv)
     _ARGV = args
     debug = "--debug" in args or os.environ.get("PRIVAUDIT_DEBUG") == "1"
     try:
-        app(args=args, standalone_mode=False)
+        code = app(args=args, standalone_mode=False)
     except PrivauditError as exc:
         if debug:
             raise
@@ -149,6 +202,8 @@ def main(argv: list[str] | None = None) -> None:
         Console(stderr=True).print(f"[bold red]error:[/bold red] {type(exc).__name__}: {exc} (an internal error; run with --debug and report it)",
                                    highlight=False, soft_wrap=True)
         sys.exit(70)
+    if isinstance(code, int) and code != 0:  # click returns typer.Exit's code when not standalone
+        sys.exit(code)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,123 @@
+"""Compare a report with an earlier one (``--baseline``) and list what got worse.
+
+A regression is one of: a finding that fails now and did not before (by finding id); a failing
+finding whose severity went up; a stronger best attack (its TPR at 0.1 % FPR -- 1 % when 0.1 % is
+not resolvable -- above the baseline's bootstrap upper bound, or when the baseline has no interval,
+its AUC up by more than 0.02); a train-holdout gap wider by more than 0.01.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from pydantic import ValidationError
+
+from privaudit.errors import ConfigError
+from privaudit.report.schema import SCHEMA_VERSION, AttackReport, Regression, Report
+
+AUC_TOLERANCE = 0.02
+GAP_TOLERANCE = 0.01
+
+
+def load_baseline(path: str | Path) -> Report:
+    """Read an earlier JSON report; any problem is a one-line ConfigError naming the file."""
+    where = f"--baseline {path}"
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{where}: no such file") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{where}: cannot read it ({getattr(exc, 'strerror', None) or exc})") from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"{where}: not JSON ({exc.msg} at line {exc.lineno}); pass a privaudit .json report") from None
+    if not isinstance(data, dict) or "membership" not in data:
+        raise ConfigError(f"{where}: not a privaudit JSON report (write one with -o report.json)")
+    version = data.get("schema_version")
+    if version != SCHEMA_VERSION:
+        raise ConfigError(f"{where}: schema_version {version!r}, but this privaudit reads version {SCHEMA_VERSION}; "
+                          "regenerate the baseline with this version")
+    try:
+        return Report.model_validate(data)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        loc = ".".join(str(p) for p in err["loc"])
+        raise ConfigError(f"{where}: not a valid privaudit report ({loc}: {err['msg']})") from None
+
+
+def _best(report: Report) -> AttackReport | None:
+    m = report.membership
+    return next((a for a in m.attacks if a.name == m.best), None)
+
+
+def _check_id(report: Report, check: str) -> str:
+    """The id of the membership check a measurement belongs to, so regressions line up with findings."""
+    for f in report.findings:
+        for c in f.checks:
+            if c.check == check:
+                return c.id
+    return f"membership/{check}/{report.model_name or 'model'}"
+
+
+def _attack_power(current: Report, baseline: Report) -> Regression | None:
+    now, before = _best(current), _best(baseline)
+    if now is None or before is None:
+        return None
+    key = next((k for k in ("0.001", "0.01") if before.tpr_at_fpr.get(k) is not None), None)
+    detail = before.tpr_at_fpr_detail.get(key) if key else None
+    ci_high = detail.ci_high if detail is not None else None
+    tpr_now = now.tpr_at_fpr.get(key) if key else None
+    rid = _check_id(current, "attack_power")
+    if key is not None and ci_high is not None and tpr_now is not None:
+        if tpr_now > ci_high:
+            return Regression(kind="attack_power", id=rid,
+                              message=(f"attack power up: {now.name} reaches TPR {tpr_now:.2%} at {float(key):.1%} FPR, "
+                                       f"above the baseline's {before.name} {before.tpr_at_fpr[key]:.2%} "
+                                       f"(95% interval up to {ci_high:.2%})"),
+                              before={"attack": before.name, "fpr": key, "tpr": before.tpr_at_fpr[key], "ci_high": ci_high},
+                              after={"attack": now.name, "fpr": key, "tpr": tpr_now})
+        return None
+    if now.auc > before.auc + AUC_TOLERANCE:
+        return Regression(kind="attack_power", id=rid,
+                          message=(f"attack power up: best AUC {now.auc:.3f} ({now.name}) against the baseline's "
+                                   f"{before.auc:.3f} ({before.name}), more than {AUC_TOLERANCE} higher"),
+                          before={"attack": before.name, "auc": before.auc}, after={"attack": now.name, "auc": now.auc})
+    return None
+
+
+def compare(current: Report, baseline: Report) -> list[Regression]:
+    """Everything that got worse since ``baseline`` (assumed to be the same model)."""
+    out: list[Regression] = []
+    old = {f.id: f for f in baseline.findings}
+    for f in current.findings:
+        if not f.failed:
+            continue
+        prev = old.get(f.id)
+        if prev is None or not prev.failed:
+            was = "absent" if prev is None else ("suppressed" if prev.suppressed else prev.status)
+            out.append(Regression(kind="new_finding", id=f.id, before=was, after=f.severity.value,
+                                  message=f"new failing finding {f.id} ({f.severity.value}): {f.title}; in the baseline it was {was}"))
+        elif f.severity.rank > prev.severity.rank:
+            out.append(Regression(kind="higher_severity", id=f.id, before=prev.severity.value, after=f.severity.value,
+                                  message=f"{f.id} severity up from {prev.severity.value} to {f.severity.value}: {f.severity_reason}"))
+    power = _attack_power(current, baseline)
+    if power is not None:
+        out.append(power)
+    gap_now, gap_before = current.membership.generalization_gap, baseline.membership.generalization_gap
+    if gap_now > gap_before + GAP_TOLERANCE:
+        out.append(Regression(kind="generalization_gap", id=_check_id(current, "overfitting"), before=gap_before,
+                              after=gap_now, message=(f"train-holdout gap widened from {gap_before:.3f} to {gap_now:.3f} "
+                                                      f"(more than {GAP_TOLERANCE})")))
+    return out
+
+
+def apply_baseline(report: Report, baseline: Report, source: str | Path = "baseline") -> tuple[Report, str | None]:
+    """The report with regressions against ``baseline`` added, and a warning if the two could not be compared."""
+    if baseline.model_name != report.model_name:
+        msg = (f"baseline {source} is for model {baseline.model_name!r}, this audit is {report.model_name!r}: not "
+               "compared (pass --model-name so both runs use the same name)")
+        return report.model_copy(update={"warnings": [*report.warnings, msg]}), msg
+    found = compare(report, baseline)
+    return report.model_copy(update={"regressions": [*report.regressions, *found]}), None
+

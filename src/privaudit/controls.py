@@ -1,0 +1,142 @@
+"""Read an inference guard's YAML configuration (``--guard-config``) into :class:`ControlsEvidence`.
+
+Only the sections the rules need are read: ``identity``, ``limits``, ``hardening`` and ``detectors``.
+Other top-level sections (upstream, logging, alerts, ...) belong to the guard and are ignored here.
+
+* per-principal limits: an identity is configured (non-empty ``identity.api_keys`` or ``identity.jwt``)
+  AND ``limits.default`` is set. Limits without an identity can only count per client address.
+* probing detection: at least one entry under ``detectors`` that is not switched off
+  (``null``/``{}`` mean "enabled with defaults"; ``false`` or ``{enabled: false}`` mean off).
+* hardening: ``hardening.default`` -- ``output`` (top_k | label | probabilities; probabilities when
+  omitted, as in the guard), ``k``, ``round``. Without ``hardening.default`` the serving policy is not
+  known from the config, and the confidence-exposure check falls back to an audited endpoint.
+
+The guard itself (privaudit.guard.config) validates its file strictly; this reader is deliberately
+lenient so it works without the guard's extra dependencies and on older files, and accepts every
+file the guard accepts.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any, Literal, Optional, Union
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from privaudit.errors import ConfigError
+from privaudit.rules import ControlsEvidence
+
+# The rate grammar the guard accepts: "20/second", "20 per second", "100/2 minutes", joined by ; , or |.
+_RATE = re.compile(r"^\s*\d+\s*(/|\s+per\s+)\s*(\d+\s*)?(second|minute|hour|day|month|year)s?\s*$", re.IGNORECASE)
+
+
+class _Open(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+
+class _Identity(_Open):
+    api_keys: Any = None
+    jwt: Any = None
+
+
+class _Limits(_Open):
+    default: Optional[str] = None
+    tiers: Optional[dict[str, Any]] = None
+    storage: Any = None
+
+
+class _OutputPolicy(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    output: Literal["top_k", "label", "probabilities"] = "probabilities"  # the guard's own default
+    k: Optional[int] = Field(default=None, ge=1)
+    round: Optional[int] = Field(default=None, ge=0)
+
+
+class _Hardening(_Open):
+    default: Optional[_OutputPolicy] = None
+
+
+class _GuardConfig(_Open):
+    identity: Optional[_Identity] = None
+    limits: Optional[_Limits] = None
+    hardening: Optional[_Hardening] = None
+    detectors: Union[dict[str, Any], list[str], None] = None
+
+
+def _loc(loc: tuple[Any, ...]) -> str:
+    return ".".join(str(p) for p in loc if not str(p).startswith(("function-", "union[", "list[", "dict[")))
+
+
+def _enabled(value: Any) -> bool:
+    if value is False:
+        return False
+    if isinstance(value, dict):
+        return value.get("enabled", True) is not False
+    return True
+
+
+def _configured(value: Any) -> bool:
+    return value not in (None, False, {}, [], "")
+
+
+def parse_guard_config(data: Any, source: str) -> ControlsEvidence:
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: a guard configuration must be a mapping of sections (identity, limits, ...)")
+    try:
+        cfg = _GuardConfig.model_validate(data)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        raise ConfigError(f"{source}: key '{_loc(tuple(err['loc']))}': {err['msg']}") from None
+    ident = cfg.identity
+    principals = [name for name in ("api_keys", "jwt") if ident is not None and _configured(getattr(ident, name))]
+    default = cfg.limits.default.strip() if cfg.limits is not None and cfg.limits.default is not None else None
+    if default is not None:
+        parts = re.split(r"[;,|]", default)
+        for part in parts:
+            if not _RATE.match(part):
+                what = f"{part.strip()!r} is not a rate" if part.strip() else "an empty rate (check the separators); write a rate"
+                raise ConfigError(f"{source}: key 'limits.default': {what} like '20/second' "
+                                  "(several joined with ';', e.g. '20/second;120/minute')")
+    if default and principals:
+        limits_text = f"limits.default {default} per principal ({' or '.join(principals)})"
+    elif default:
+        limits_text = f"limits.default {default}, but no identity (api_keys or jwt) is configured, so nothing ties queries to a principal"
+    elif principals:
+        limits_text = f"identity configured ({' or '.join(principals)}) but no limits.default"
+    else:
+        limits_text = "no identity and no limits configured"
+    if cfg.limits is not None and cfg.limits.tiers:
+        limits_text += f"; tiers: {', '.join(sorted(cfg.limits.tiers))}"
+    dets = cfg.detectors
+    names = tuple(dets) if isinstance(dets, list) else tuple(k for k, v in (dets or {}).items() if _enabled(v))
+    out = cfg.hardening.default if cfg.hardening is not None else None
+    return ControlsEvidence(
+        source=source, per_principal_limits=bool(default) and bool(principals), limit_description=limits_text,
+        probing_detection=bool(names), detectors=names,
+        hardening_output=None if out is None else out.output,
+        hardening_round=None if out is None else out.round,
+        hardening_k=None if out is None else out.k)
+
+
+def load_controls(path: str | Path) -> ControlsEvidence:
+    """Parse the guard configuration at ``path``; any problem is a one-line ConfigError naming it."""
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"--guard-config {p}: no such file") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"--guard-config {p}: cannot read it ({getattr(exc, 'strerror', None) or exc})") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or "syntax error"
+        raise ConfigError(f"{p}: not valid YAML{where}: {problem}") from None
+    return parse_guard_config(data, str(p))

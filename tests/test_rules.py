@@ -1,0 +1,312 @@
+"""The rules on constructed evidence: severity tables cell by cell, UNKNOWN without evidence, the
+deployment checks, and the differential-privacy override. The tables are written out here by hand
+(and in docs/severity.md); the code must agree with both."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import privaudit
+from privaudit import datasets
+from privaudit.controls import parse_guard_config
+from privaudit.findings import CheckStatus, Finding, Severity
+from privaudit.report.schema import DPClaim, OperatingPointInfo, Report
+from privaudit.rules import ControlsEvidence, Evidence, Policy, atlas_exf_001, atlas_exf_003, common, evaluate_all
+
+DOC = Path(__file__).resolve().parents[1] / "docs" / "severity.md"
+SENS = ("public", "internal", "pii", "health", "financial")
+I, L, M, H, C = Severity.INFO, Severity.LOW, Severity.MEDIUM, Severity.HIGH, Severity.CRITICAL
+MEMBERSHIP = {
+    "none": (I, I, I, I, I),
+    "weak": (L, L, M, M, M),
+    "moderate": (L, M, H, H, H),
+    "strong": (M, H, C, C, C),
+}
+INVERSION = {
+    "none": (I, I, I, I, I),
+    "weak": (L, M, M, H, H),
+    "moderate": (M, H, H, C, C),
+    "strong": (H, H, C, C, C),
+}
+
+
+@pytest.fixture(scope="module")
+def base() -> Report:
+    """A real report of a small audit, whose numbers the tests then overwrite."""
+    from sklearn.linear_model import LogisticRegression
+
+    s = datasets.breast_cancer(seed=0)
+    model = LogisticRegression(max_iter=5000).fit(s.X_train, s.y_train)
+    return privaudit.audit(model, (s.X_train, s.y_train), (s.X_holdout, s.y_holdout), attacks=["loss"],
+                           reference_models=0, cache_dir=False, n_bootstrap=0, what_if=False, model_name="m")
+
+
+def measured(report: Report, *, tpr: float | None = None, tpr_1pct: float | None = None, auc: float = 0.5,
+             eps: float = 0.0, gap: float = 0.0) -> Report:
+    """One attack with exactly these numbers; tpr is at 0.1 % FPR, tpr_1pct at 1 %."""
+    a = report.membership.attacks[0]
+    tprs = {"0.01": tpr_1pct, "0.001": tpr, "0.0001": None}
+    detail = {k: None if v is None else OperatingPointInfo(tpr=v, fpr_achieved=float(k), threshold=0.0)
+              for k, v in tprs.items()}
+    a = a.model_copy(update={"name": "loss", "auc": auc, "tpr_at_fpr": tprs, "tpr_at_fpr_detail": detail,
+                             "epsilon_lower_bound": eps})
+    m = report.membership.model_copy(update={"attacks": [a], "best": "loss", "generalization_gap": gap,
+                                             "train_accuracy": 0.9 + gap, "holdout_accuracy": 0.9, "dp_claim": None})
+    return report.model_copy(update={"membership": m, "findings": []})
+
+
+# Attack numbers that land on each level with the default policy, one way per measurement.
+POWER = {
+    "none": dict(tpr=0.001, auc=0.50),
+    "weak": dict(tpr=0.0025, auc=0.50),  # 2.5x the FPR: above the policy's 2.0, below 3
+    "moderate": dict(tpr=0.005, auc=0.50),  # 5x
+    "strong": dict(tpr=0.02, auc=0.50),  # 20x
+}
+
+
+def membership(report: Report, sensitivity: str = "internal", controls: ControlsEvidence | None = None,
+               policy: Policy | None = None) -> Finding:
+    pol = policy or Policy(data_sensitivity=sensitivity)
+    return atlas_exf_003.evaluate(Evidence(model_name="m", report=report, policy=pol, controls=controls))
+
+
+def check(f: Finding, key: str) -> Any:
+    return next(c for c in f.checks if c.check == key)
+
+
+# --- the tables ---------------------------------------------------------------------------------------
+
+
+def test_tables_in_code_are_the_documented_ones() -> None:
+    assert common.SENSITIVITY_COLUMNS == SENS
+    assert common.MEMBERSHIP_TABLE == MEMBERSHIP
+    assert common.INVERSION_TABLE == INVERSION
+    assert (common.TPR_RATIO, common.AUC, common.EPSILON) == ((10.0, 3.0), (0.75, 0.60), (2.0, 0.5))
+    assert (common.INVERSION_ADVANTAGE, common.ATTRIBUTE_LEAKAGE) == ((0.5, 0.3), (0.2, 0.1))
+
+
+def _doc_tables() -> list[dict[str, tuple[Severity, ...]]]:
+    tables: list[dict[str, tuple[Severity, ...]]] = []
+    current: dict[str, tuple[Severity, ...]] = {}
+    for line in DOC.read_text(encoding="utf-8").splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if line.startswith("|") and cells[0] in MEMBERSHIP and len(cells) == 6:
+            current[cells[0]] = tuple(Severity(c) for c in cells[1:])
+        elif current:
+            tables.append(current)
+            current = {}
+    return tables
+
+
+def test_docs_show_the_same_tables() -> None:
+    assert _doc_tables() == [MEMBERSHIP, INVERSION]
+    text = DOC.read_text(encoding="utf-8")
+    header = "| attack power | " + " | ".join(SENS) + " |"
+    assert header in text
+
+
+@pytest.mark.parametrize("level", list(MEMBERSHIP))
+@pytest.mark.parametrize("sensitivity", SENS)
+def test_membership_table_cell(base: Report, level: str, sensitivity: str) -> None:
+    f = membership(measured(base, **POWER[level]), sensitivity)
+    assert check(f, "attack_power").data["level"] == level
+    expected = MEMBERSHIP[level][SENS.index(sensitivity)]
+    assert f.severity == expected
+    assert f.status == ("pass" if level == "none" else "fail")
+    assert f.failed is (level != "none")
+
+
+@pytest.mark.parametrize(("numbers", "level"), [
+    (dict(auc=0.56), "weak"), (dict(auc=0.60), "moderate"), (dict(auc=0.75), "strong"), (dict(auc=0.55), "none"),
+    (dict(eps=0.1), "weak"), (dict(eps=0.5), "moderate"), (dict(eps=2.0), "strong"),
+    (dict(tpr=0.002), "none"), (dict(tpr=0.004), "moderate"), (dict(tpr=0.01), "strong"),
+    (dict(tpr=None, tpr_1pct=0.05), "moderate"),  # 5x at 1 % FPR when 0.1 % is not resolvable
+    (dict(tpr=None, tpr_1pct=0.10), "strong"),
+    (dict(gap=0.06), "weak"),  # no attack signal, but a gap above the policy's 0.05
+    (dict(gap=0.05), "none"),
+    (dict(auc=0.65, gap=0.5), "moderate"),  # the gap never lifts past weak on its own
+])
+def test_membership_power_thresholds(base: Report, numbers: dict[str, Any], level: str) -> None:
+    assert check(membership(measured(base, **numbers)), "attack_power").data["level"] == level
+
+
+def test_policy_moves_the_weak_limit(base: Report) -> None:
+    rep = measured(base, auc=0.53)
+    assert check(membership(rep), "attack_power").data["level"] == "none"
+    strict = Policy(max_auc=0.52)
+    assert check(membership(rep, policy=strict), "attack_power").data["level"] == "weak"
+    assert check(membership(measured(base, gap=0.03), policy=Policy(max_generalization_gap=0.02)), "overfitting").status == CheckStatus.FAIL
+
+
+class WithInversion:
+    """A report plus the inversion audit's keys (dicts), as the inversion rule reads them."""
+
+    def __init__(self, report: Report, inversion: dict[str, Any] | None = None,
+                 attribute_inference: dict[str, Any] | None = None) -> None:
+        self._report = report
+        self.inversion = inversion
+        self.attribute_inference = attribute_inference
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._report, name)
+
+
+def inversion(report: Any, sensitivity: str = "internal", controls: ControlsEvidence | None = None) -> Finding:
+    return atlas_exf_001.evaluate(Evidence(model_name="m", report=report, policy=Policy(data_sensitivity=sensitivity),
+                                           controls=controls))
+
+
+# Two classes, so chance is 0.5; the advantage is accuracy - 0.5.
+INV_ACCURACY = {"none": 0.6, "weak": 0.75, "moderate": 0.85, "strong": 1.0}
+
+
+@pytest.mark.parametrize("level", list(INVERSION))
+@pytest.mark.parametrize("sensitivity", SENS)
+def test_inversion_table_cell(base: Report, level: str, sensitivity: str) -> None:
+    assert len(base.model.classes) == 2
+    rep = WithInversion(base, inversion={"mode": "whitebox", "attack_accuracy": INV_ACCURACY[level], "queries_total": 100})
+    f = inversion(rep, sensitivity)
+    assert f.severity == INVERSION[level][SENS.index(sensitivity)]
+    assert check(f, "inversion_attack").status == (CheckStatus.PASS if level == "none" else CheckStatus.FAIL)
+    assert f.status == ("pass" if level == "none" else "fail")
+
+
+@pytest.mark.parametrize(("leakage", "expected"), [(0.04, I), (0.06, H), (0.1, C), (0.2, C)])
+def test_attribute_leakage_on_health_data(base: Report, leakage: float, expected: Severity) -> None:
+    attr = {"column": "age", "leakage": leakage, "train": {"advantage": leakage}, "holdout": {"advantage": 0.0}}
+    f = inversion(WithInversion(base, attribute_inference=attr), "health")
+    assert f.severity == expected
+    assert check(f, "inversion_attack").status == CheckStatus.UNKNOWN
+
+
+def test_refused_inversion_passes(base: Report) -> None:
+    f = inversion(WithInversion(base, inversion={"mode": "refused", "reason": "label-only output"}))
+    assert check(f, "inversion_attack").status == CheckStatus.PASS and f.status == "pass"
+
+
+# --- missing evidence is UNKNOWN, never FAIL ---------------------------------------------------------------
+
+
+def test_inversion_without_evidence_is_unknown(base: Report) -> None:
+    f = inversion(base, "health")
+    assert f.status == "unknown" and f.severity == I and not f.failed
+    for key in ("inversion_attack", "attribute_inference", "tested", "confidence_exposure", "differential_privacy",
+                "query_limits", "probing_monitoring"):
+        c = check(f, key)
+        assert c.status == CheckStatus.UNKNOWN, key
+        assert c.needs, key  # says what would answer it
+    assert all(a.answer is None for a in f.audit_questions)
+
+
+def test_membership_without_deployment_evidence(base: Report) -> None:
+    f = membership(measured(base, **POWER["none"]), "health")
+    for key in ("confidence_exposure", "differential_privacy", "query_limits", "probing_monitoring"):
+        assert check(f, key).status == CheckStatus.UNKNOWN, key
+    assert f.status == "pass" and f.severity == I
+    assert not any(c.status == CheckStatus.FAIL for c in f.checks)
+
+
+def test_every_rule_never_fails_on_missing_evidence_alone(base: Report) -> None:
+    for f in evaluate_all(Evidence(model_name="m", report=measured(base, **POWER["none"]), policy=Policy(data_sensitivity="financial"))):
+        assert not f.failed, f.id
+
+
+# --- confidence exposure: endpoint or guard config ------------------------------------------------------------
+
+
+def _served(report: Report, output_mode: str, rounding: int | None = None, k: int | None = None) -> Report:
+    model = report.model.model_copy(update={"format": "http", "output_mode": output_mode, "rounding": rounding, "k": k})
+    return report.model_copy(update={"model": model})
+
+
+@pytest.mark.parametrize(("mode", "rounding", "k", "status"), [
+    ("label", None, None, CheckStatus.PASS),
+    ("top_k", 1, 1, CheckStatus.PASS),
+    ("top_k", None, 1, CheckStatus.FAIL),  # top-1 with full precision still leaks confidence
+    ("top_k", 1, 3, CheckStatus.FAIL),
+    ("probabilities", 2, None, CheckStatus.FAIL),
+    ("logits", None, None, CheckStatus.FAIL),
+])
+def test_confidence_exposure_from_the_endpoint(base: Report, mode: str, rounding: int | None, k: int | None,
+                                               status: CheckStatus) -> None:
+    f = membership(_served(measured(base, **POWER["none"]), mode, rounding, k))
+    c = check(f, "confidence_exposure")
+    assert c.status == status and "endpoint" in c.evidence
+    assert f.severity == (I if status == CheckStatus.PASS else L)  # no attack, but a missing control: low
+
+
+def _guard(output: str, k: int | None = None, rnd: int | None = None) -> ControlsEvidence:
+    hard: dict[str, Any] = {"output": output}
+    if k is not None:
+        hard["k"] = k
+    if rnd is not None:
+        hard["round"] = rnd
+    return parse_guard_config({"identity": {"api_keys": {"env": "K"}}, "limits": {"default": "5/second"},
+                               "detectors": {"prada": {}}, "hardening": {"default": hard}}, "guard.yaml")
+
+
+@pytest.mark.parametrize(("guard", "status"), [
+    (("label",), CheckStatus.PASS),
+    (("top_k", 1, 0), CheckStatus.PASS),
+    (("top_k", 2, 1), CheckStatus.FAIL),
+    (("probabilities",), CheckStatus.FAIL),
+])
+def test_confidence_exposure_from_the_guard_config(base: Report, guard: tuple[Any, ...], status: CheckStatus) -> None:
+    rep = measured(base, **POWER["none"])
+    # The guard's setting wins over what the endpoint was seen returning.
+    for served in (rep, _served(rep, "probabilities"), _served(rep, "label")):
+        c = check(membership(served, controls=_guard(*guard)), "confidence_exposure")
+        assert c.status == status and "guard.yaml" in c.evidence
+
+
+def test_guard_config_answers_the_control_checks(base: Report) -> None:
+    good = membership(measured(base, **POWER["none"]), controls=_guard("label"))
+    assert {check(good, k).status for k in ("query_limits", "probing_monitoring", "confidence_exposure")} == {CheckStatus.PASS}
+    assert good.status == "pass"
+    weak = parse_guard_config({"limits": {"default": "5/second"}}, "guard.yaml")  # no identity, no detectors
+    bad = membership(measured(base, **POWER["none"]), controls=weak)
+    assert check(bad, "query_limits").status == CheckStatus.FAIL
+    assert check(bad, "probing_monitoring").status == CheckStatus.FAIL
+    assert check(bad, "confidence_exposure").status == CheckStatus.UNKNOWN  # the guard config sets no hardening
+    assert bad.failed and bad.severity == L
+
+
+# --- differential privacy -------------------------------------------------------------------------------------
+
+
+def _dp(report: Report, claimed: float, bound: float, verdict: str) -> Report:
+    claim = DPClaim(claimed_epsilon=claimed, delta=1e-5, epsilon_lower_bound=bound, attack="loss", confidence=0.95,
+                    verdict=verdict, contradicted=verdict == "contradicted", message="test")  # type: ignore[arg-type]
+    return report.model_copy(update={"membership": report.membership.model_copy(update={"dp_claim": claim})})
+
+
+@pytest.mark.parametrize(("level", "sensitivity", "expected"), [
+    ("none", "public", H), ("weak", "public", H), ("moderate", "internal", H), ("moderate", "pii", H),
+    ("strong", "internal", H), ("strong", "pii", C), ("strong", "public", H),
+])
+def test_contradicted_dp_claim_is_at_least_high(base: Report, level: str, sensitivity: str, expected: Severity) -> None:
+    f = membership(_dp(measured(base, **POWER[level]), 1.0, 2.5, "contradicted"), sensitivity)
+    assert check(f, "differential_privacy").status == CheckStatus.FAIL
+    assert f.failed and f.severity == expected
+    assert f.severity.at_least(H)
+
+
+def test_dp_claim_consistent_and_over_budget(base: Report) -> None:
+    rep = measured(base, **POWER["none"])
+    ok = membership(_dp(rep, 1.0, 0.2, "consistent"))
+    assert check(ok, "differential_privacy").status == CheckStatus.PASS and ok.status == "pass"
+    # within the audit's evidence but above the team's budget: a failed control, not a contradiction
+    loose = membership(_dp(rep, 10.0, 0.2, "consistent"))
+    assert check(loose, "differential_privacy").status == CheckStatus.FAIL and loose.severity == L
+    # only indicative (the split check failed): no raise to high
+    hint = membership(_dp(measured(base, **POWER["weak"]), 1.0, 2.5, "indicative"), "public")
+    assert check(hint, "differential_privacy").status == CheckStatus.PASS and hint.severity == L
+
+
+def test_ids_are_stable(base: Report) -> None:
+    f = membership(measured(base, **POWER["weak"]))
+    assert f.id == "ATLAS-EXF-003/m"
+    assert {c.id for c in f.checks} == {f"ATLAS-EXF-003/{c.check}/m" for c in f.checks}
