@@ -22,7 +22,7 @@ from privaudit.models import LoadedModel, LoadOptions, as_target, load_model
 from privaudit.progress import Reporter, Silent
 from privaudit.reference import (ReferenceScores, Recipe, ScoreCache, default_cache_dir, default_surrogate,
                                  recipe_from_estimator, recipe_from_trainer, train_reference_models)
-from privaudit.report.schema import (FPR_KEYS, AttackReport, ClassSlice, DataInfo, DPClaim, Membership, ModelInfo,
+from privaudit.report.schema import (FPR_KEYS, AttackReport, AttributeInferenceSection, InversionSection, ClassSlice, DataInfo, DPClaim, Membership, ModelInfo,
                                      OperatingPointInfo, Provenance, RecordRisk, Report, RocCurve, ScoreHistogram,
                                      SkippedAttack, SplitCheck)
 from privaudit.rules import ControlsEvidence, Evidence, Policy, evaluate_all
@@ -209,6 +209,12 @@ def audit(
     member_prior: float | None = None,
     n_bootstrap: int = 200,
     what_if: bool = True,
+    inversion: bool = False,
+    image_shape: tuple[int, ...] | None = None,
+    inversion_budget: int = 3000,
+    inversion_classes: Sequence[Any] | None = None,
+    sensitive: str | None = None,
+    include_records: bool = False,
     model_name: str | None = None,
     policy: Policy | None = None,
     controls: ControlsEvidence | None = None,
@@ -220,7 +226,8 @@ def audit(
     ``model`` is a path (.skops; .joblib/.pkl with ``allow_pickle``), an http(s) URL, ``module:attr``,
     or an in-memory classifier/callable. ``train``/``holdout`` are file paths, ``(X, y)`` tuples or
     DataFrames (with ``label``). ``policy`` (thresholds, data sensitivity) and ``controls`` (from a
-    guard configuration) feed the rules that turn the measurements into findings. Returns a :class:`Report`.
+    guard configuration) feed the rules. ``inversion=True`` adds MI-Face model inversion (``image_shape``
+    for image data) and ``sensitive=COLUMN`` attribute inference; both feed ATLAS-EXF-001. The rules that turn the measurements into findings. Returns a :class:`Report`.
     """
     ui = reporter or Silent()
     if attacks is not None:
@@ -342,6 +349,19 @@ def audit(
         from privaudit.whatif import what_if as _what_if
 
         what_if_rows = _what_if(ctx, None if refs is None else refs.probabilities, is_member)
+    inversion_section = attribute_section = None
+    if inversion or sensitive:
+        from privaudit.inversion_audit import run_attribute_section, run_inversion_section
+
+        labels_tr, labels_ho = classes[y[is_member]], classes[y[~is_member]]
+        if inversion:
+            inversion_section = run_inversion_section(
+                loaded, tr.X, labels_tr, ho.X, labels_ho, classes=classes, seed=seed, image_shape=image_shape,
+                budget_per_class=inversion_budget, classes_to_invert=inversion_classes,
+                include_records=include_records, reporter=ui)
+        if sensitive:
+            attribute_section = run_attribute_section(loaded, tr.X, labels_tr, ho.X, labels_ho, column=sensitive,
+                                                      feature_names=tr.feature_names, seed=seed, reporter=ui)
     name = model_name or (Path(loaded.path).stem if loaded.path and not loaded.format == "http" else None) or "model"
     pol = policy or Policy()
     report = Report(
@@ -354,6 +374,8 @@ def audit(
         data=DataInfo(train=n_train, holdout=len(ho.X), train_source=tr.source, holdout_source=ho.source, label=tr.label_name),
         split_check=SplitCheck(auc=split.auc, duplicates=split.duplicates, passed=split.passed, message=split.message),
         membership=membership, warnings=warnings_out, what_if=what_if_rows, model_name=name,
-        data_sensitivity=pol.data_sensitivity)
+        data_sensitivity=pol.data_sensitivity,
+        inversion=None if inversion_section is None else InversionSection.model_validate(inversion_section),
+        attribute_inference=None if attribute_section is None else AttributeInferenceSection.model_validate(attribute_section))
     findings = evaluate_all(Evidence(model_name=name, report=report, policy=pol, controls=controls))
     return report.model_copy(update={"findings": findings})

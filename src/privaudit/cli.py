@@ -121,6 +121,10 @@ def audit(
     rate: Annotated[Optional[float], typer.Option(help="HTTP: at most this many records per second.")] = None,
     input_field: Annotated[Optional[str], typer.Option(help="HTTP custom: dotted path for the rows in the request.")] = None,
     output_field: Annotated[Optional[str], typer.Option(help="HTTP custom: dotted path to the predictions in the answer.")] = None,
+    inversion: Annotated[bool, typer.Option("--inversion", help="Also run MI-Face model inversion (ATLAS-EXF-001).")] = False,
+    image_shape: Annotated[Optional[str], typer.Option("--image-shape", help="Image data: HxW (e.g. 8x8) for the inversion prior and pictures.")] = None,
+    sensitive: Annotated[Optional[str], typer.Option("--sensitive", help="Feature column to infer with attribute inference (ATLAS-EXF-001).")] = None,
+    inversion_budget: Annotated[int, typer.Option("--inversion-budget", help="Queries MI-Face may spend per class.")] = 3000,
     bootstrap: Annotated[int, typer.Option("--bootstrap", hidden=True, help="Bootstrap resamples for TPR intervals.")] = 200,
     debug: Annotated[bool, typer.Option(help="Show tracebacks.")] = False,
 ) -> None:
@@ -155,6 +159,8 @@ def audit(
             jobs=jobs, claimed_epsilon=claimed_epsilon, delta=delta, allow_pickle=allow_pickle, trust=trust,
             http=http, cache_dir=False if no_cache else cache_dir, member_prior=member_prior, reporter=ui,
             n_bootstrap=bootstrap, model_name=settings.model_name, policy=settings.policy, controls=controls,
+            inversion=inversion, image_shape=_image_shape(image_shape), sensitive=sensitive,
+            inversion_budget=inversion_budget, include_records=include_records,
             command_line=["privaudit", *(_ARGV if _ARGV is not None else sys.argv[1:])])
         report = apply_suppressions(report, settings.suppressions)
         if base is not None:
@@ -169,6 +175,56 @@ def audit(
     colour = "green" if result.passed else "bold red"
     console.print(f"[{colour}]{result.message}[/{colour}]", highlight=False)
     raise typer.Exit(result.code)
+
+
+def _register_guard() -> None:
+    from privaudit.guard.cli import guard_app
+
+    app.add_typer(guard_app, name="guard")
+
+
+_register_guard()
+
+
+def _image_shape(text: str | None) -> tuple[int, ...] | None:
+    if text is None:
+        return None
+    try:
+        shape = tuple(int(p) for p in text.lower().split("x"))
+    except ValueError:
+        shape = ()
+    if len(shape) not in (2, 3) or min(shape) < 1:
+        raise ConfigError(f"--image-shape {text}: expected HxW or HxWxC with positive integers, e.g. 8x8")
+    return shape
+
+
+@app.command()
+def invert(
+    model: Annotated[str, typer.Option("--model", "-m", help="Model: .skops, .joblib/.pkl (with --allow-pickle), http(s):// endpoint, or module:attr.")],
+    train: Annotated[Path, typer.Option(help="Records the model was trained on.")],
+    holdout: Annotated[Path, typer.Option(help="Records the model never saw.")],
+    label: Annotated[Optional[str], typer.Option(help="Label column (CSV/Parquet).")] = None,
+    output: Annotated[list[Path], typer.Option("-o", "--output", help="Report file; repeatable.")] = [],
+    image_shape: Annotated[Optional[str], typer.Option("--image-shape", help="Image data: HxW, e.g. 8x8.")] = None,
+    sensitive: Annotated[Optional[str], typer.Option("--sensitive", help="Feature column for attribute inference.")] = None,
+    inversion_budget: Annotated[int, typer.Option("--inversion-budget", help="Queries MI-Face may spend per class.")] = 3000,
+    seed: Annotated[int, typer.Option(help="Seed for every random choice.")] = 0,
+    fail_on: Annotated[Optional[str], typer.Option("--fail-on", help="critical, high, medium, low or never.")] = None,
+    data_sensitivity: Annotated[Optional[str], typer.Option("--data-sensitivity", help="public, internal, pii, health or financial.")] = None,
+    allow_pickle: Annotated[bool, typer.Option("--allow-pickle", help="Allow loading pickle/joblib files.")] = False,
+    trust: Annotated[list[str], typer.Option(help="A skops type to trust; repeatable.")] = [],
+    include_records: Annotated[bool, typer.Option("--include-records", help="Embed reconstructions' raw values in reports.")] = False,
+    debug: Annotated[bool, typer.Option(help="Show tracebacks.")] = False,
+) -> None:
+    """Run only the inversion attacks (MI-Face, and attribute inference with --sensitive).
+
+    The membership section then holds just the population (loss) attack, which costs no queries beyond
+    the predictions the audit needs anyway.
+    """
+    audit(model=model, train=train, holdout=holdout, label=label, output=output, inversion=True,
+          image_shape=image_shape, sensitive=sensitive, inversion_budget=inversion_budget, seed=seed,
+          fail_on=fail_on, data_sensitivity=data_sensitivity, allow_pickle=allow_pickle, trust=trust,
+          include_records=include_records, attacks="loss", reference_models=0, no_cache=True, debug=debug)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -27,6 +27,7 @@ import jinja2
 
 from privaudit.findings import CheckStatus, Finding, Severity
 from privaudit.report import WriteOptions, register_writer
+from privaudit.report.html_inversion import inversion_view
 from privaudit.report.schema import AttackReport, Report
 
 if TYPE_CHECKING:
@@ -380,6 +381,7 @@ def build_context(report: Report, options: WriteOptions) -> dict[str, Any]:
         "records_head": records[:VISIBLE_RECORDS],
         "records_tail": records[VISIBLE_RECORDS:],
         "command_line": shlex.join(report.provenance.command_line) if report.provenance.command_line else "",
+        "inversion": inversion_view(report),
     }
 
 

@@ -163,6 +163,47 @@ class Regression(_Model):
     after: Any = None
 
 
+class InversionClass(_Model):
+    class_: str = Field(alias="class")
+    evaluator_prediction: str | None
+    evaluator_confidence: float | None
+    queries: int
+    nearest_train_distance: float | None
+    holdout_reference_distance: float | None
+
+
+class InversionSection(_Model):
+    model_config = ConfigDict(extra="allow", populate_by_name=True)
+
+    mode: Literal["white-box", "black-box", "refused"]
+    reason: str | None = None
+    attack_accuracy: float | None
+    attack_accuracy_top5: float | None = None
+    queries_total: int
+    seconds: float
+    classes: list[InversionClass] = []
+
+
+class AttributeScores(_Model):
+    accuracy: float
+    baseline_accuracy: float
+    advantage: float
+    mcc: float
+    g_mean: float
+
+
+class AttributeInferenceSection(_Model):
+    model_config = ConfigDict(extra="allow", populate_by_name=True)
+
+    column: str
+    method: str | None = None
+    queries: int | None = None
+    seconds: float | None = None
+    train: AttributeScores
+    holdout: AttributeScores
+    leakage: float
+
+
 class Report(_Model):
     schema_version: int = SCHEMA_VERSION
     provenance: Provenance
@@ -176,6 +217,8 @@ class Report(_Model):
     what_if: list[WhatIfRow] = []
     model_name: str | None = None
     data_sensitivity: str | None = None
+    inversion: InversionSection | None = None
+    attribute_inference: AttributeInferenceSection | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json", by_alias=True)

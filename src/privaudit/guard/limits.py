@@ -1,0 +1,184 @@
+"""Per-principal rate limits on the ``limits`` library (moving window, in memory or in Redis).
+
+Every rate of the principal's tier must hold, all or nothing. A request with n records costs n: a
+batch of 1000 rows is 1000 queries to an attacker, so it spends 1000 of the quota.
+
+Concurrency: within one guard process a per-principal lock wraps "test every window, then hit every
+window", so nothing is over-admitted or over-counted. Across processes sharing Redis each hit is one
+atomic Lua script that only records an entry when the window has room; a request is admitted only if
+every hit succeeded, so replicas can over-count (fail safe) but never over-admit.
+
+The limiter is the synchronous one, run in a worker thread: it binds to no event loop, so the same
+guard works under uvicorn, a test client, or as middleware in someone else's loop.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from limits import RateLimitItem, parse_many
+from limits.errors import StorageError
+from limits.storage import storage_from_string
+from limits.strategies import MovingWindowRateLimiter
+from starlette.concurrency import run_in_threadpool
+
+from privaudit.guard.config import LimitsConfig
+
+log = logging.getLogger("privaudit.guard")
+
+THROTTLE_DIVISOR = 10  # a principal under a "throttle" verdict gets a tenth of its tier's rates
+_REDIS_TIMEOUT = 1.0  # s; a dead Redis must fail a request fast, not hang it
+
+
+@dataclass(frozen=True)
+class LimitResult:
+    """The limiter's answer, and the numbers for the RateLimit header fields (draft-ietf-httpapi-ratelimit-headers-07)."""
+
+    allowed: bool
+    limit: int  # the quota of the window reported (the exhausted one on refusal, else the tightest)
+    remaining: int
+    reset: int  # seconds until that window frees room
+    policy: str  # every window of the tier, e.g. "20;w=1, 120;w=60"
+    storage_error: bool = False
+
+    def headers(self) -> dict[str, str]:
+        out = {
+            "RateLimit-Limit": str(self.limit),
+            "RateLimit-Remaining": str(self.remaining),
+            "RateLimit-Reset": str(self.reset),
+            "RateLimit-Policy": self.policy,
+        }
+        if not self.allowed:
+            out["Retry-After"] = str(max(1, self.reset))
+        return out
+
+
+def _policy(items: list[RateLimitItem]) -> str:
+    return ", ".join(f"{item.amount};w={item.get_expiry()}" for item in items)
+
+
+def _scaled(items: list[RateLimitItem], divisor: int) -> list[RateLimitItem]:
+    return [type(item)(max(1, item.amount // divisor), item.multiples, item.namespace) for item in items]
+
+
+def _storage_options(uri: str) -> dict[str, Any]:
+    if uri.startswith("redis"):
+        return {"socket_connect_timeout": _REDIS_TIMEOUT, "socket_timeout": _REDIS_TIMEOUT}
+    return {}
+
+
+class RateLimits:
+    """One storage for the guard's lifetime; the rates can be swapped by :meth:`configure` (reload)."""
+
+    def __init__(self, cfg: LimitsConfig) -> None:
+        self.storage_uri = cfg.storage
+        self._storage = storage_from_string(cfg.storage, wrap_exceptions=True, **_storage_options(cfg.storage))
+        self._limiter = MovingWindowRateLimiter(self._storage)
+        self._locks: dict[str, threading.Lock] = {}
+        self._locks_guard = threading.Lock()
+        self._failing = False
+        self.configure(cfg)
+
+    def configure(self, cfg: LimitsConfig) -> None:
+        """Take new rates (and on_storage_error); the storage URI is fixed for the process's life."""
+        if cfg.storage != self.storage_uri:
+            log.warning("limits.storage changed to %s; restart the guard to switch storage (keeping %s)", cfg.storage, self.storage_uri)
+        tiers = {name: parse_many(rate) for name, rate in cfg.tiers.items()}
+        self._rates = (parse_many(cfg.default), tiers, cfg.on_storage_error)
+
+    def items(self, tier: str) -> list[RateLimitItem]:
+        default, tiers, _ = self._rates
+        return tiers.get(tier, default)
+
+    @staticmethod
+    def _key(principal_id: str) -> str:
+        # Principal ids never reach the storage: no odd characters in Redis keys, nothing to read there.
+        return hashlib.sha256(principal_id.encode()).hexdigest()[:32]
+
+    def _lock(self, key: str) -> threading.Lock:
+        with self._locks_guard:
+            return self._locks.setdefault(key, threading.Lock())
+
+    async def acquire(self, principal_id: str, tier: str, cost: int = 1, *, throttled: bool = False) -> LimitResult:
+        """Spend ``cost`` from every window of ``tier``; with ``throttled`` also from the throttle
+        windows (a tenth of each rate). Refused requests spend nothing in this process."""
+        return await run_in_threadpool(self._acquire, principal_id, tier, max(1, cost), throttled)
+
+    async def refusal(self, principal_id: str, tier: str) -> LimitResult:
+        """A refusal shaped exactly like an exhausted quota, for monitoring's throttle and block
+        verdicts: the same header fields, from the same windows, so the client learns nothing more."""
+        return await run_in_threadpool(self._refusal, principal_id, tier)
+
+    def _acquire(self, principal_id: str, tier: str, cost: int, throttled: bool) -> LimitResult:
+        items = self.items(tier)
+        key = self._key(principal_id)
+        # (window to spend from, its namespace, the quota window a refusal reports): a throttle window
+        # reports the tier's own quota, so a throttled client cannot tell it from an exhausted one.
+        plan = [(item, "quota", item) for item in items]
+        if throttled:
+            plan += [(small, "throttle", item) for small, item in zip(_scaled(items, THROTTLE_DIVISOR), items)]
+        try:
+            with self._lock(key):
+                for item, ns, shown in plan:
+                    if not self._limiter.test(item, ns, key, cost=cost):
+                        return self._refused(items, item, ns, key, shown)
+                for item, ns, shown in plan:
+                    if not self._limiter.hit(item, ns, key, cost=cost):
+                        return self._refused(items, item, ns, key, shown)
+                result = self._admitted(items, key)
+        except (StorageError, OSError) as exc:
+            return self._storage_failed(items, exc)
+        self._recovered()
+        return result
+
+    def _refusal(self, principal_id: str, tier: str) -> LimitResult:
+        items = self.items(tier)
+        key = self._key(principal_id)
+        try:
+            stats = [(item, self._limiter.get_window_stats(item, "quota", key)) for item in items]
+        except (StorageError, OSError):
+            return LimitResult(False, items[0].amount, 0, 1, _policy(items))
+        item, window = min(stats, key=lambda pair: pair[1].remaining)
+        return LimitResult(False, item.amount, 0, self._seconds(window.reset_time), _policy(items))
+
+    def _refused(self, items: list[RateLimitItem], item: RateLimitItem, ns: str, key: str, shown: RateLimitItem) -> LimitResult:
+        window = self._limiter.get_window_stats(item, ns, key)
+        return LimitResult(False, shown.amount, 0, self._seconds(window.reset_time), _policy(items))
+
+    def _admitted(self, items: list[RateLimitItem], key: str) -> LimitResult:
+        stats = [(item, self._limiter.get_window_stats(item, "quota", key)) for item in items]
+        item, window = min(stats, key=lambda pair: pair[1].remaining)
+        return LimitResult(True, item.amount, max(0, window.remaining), self._seconds(window.reset_time), _policy(items))
+
+    @staticmethod
+    def _seconds(reset_time: float) -> int:
+        return max(1, math.ceil(reset_time - time.time()))
+
+    def _storage_failed(self, items: list[RateLimitItem], exc: Exception) -> LimitResult:
+        allow = self._rates[2] == "allow"
+        if not self._failing:  # once per outage, not once per request
+            cause = getattr(exc, "storage_error", exc)
+            log.error("rate-limit storage %s failed (%s: %s); %s requests until it recovers",
+                      self.storage_uri, type(cause).__name__, cause, "admitting" if allow else "refusing")
+            self._failing = True
+        first = items[0]
+        return LimitResult(allow, first.amount, 0, 1, _policy(items), storage_error=True)
+
+    def _recovered(self) -> None:
+        if self._failing:
+            log.warning("rate-limit storage %s answers again", self.storage_uri)
+            self._failing = False
+
+    def close(self) -> None:
+        client = getattr(self._storage, "storage", None)  # the redis.Redis inside limits' RedisStorage
+        if client is not None and hasattr(client, "close"):
+            try:
+                client.close()
+            except Exception:  # closing a dead connection must not fail shutdown
+                pass

@@ -1,0 +1,67 @@
+"""The inversion part of an audit: MI-Face judged by an independent evaluator, and attribute inference.
+
+Kept apart from audit.py so the membership path stays readable; both functions return the report's
+``inversion`` / ``attribute_inference`` sections as plain dicts.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import numpy as np
+from numpy.typing import NDArray
+
+from privaudit.errors import ConfigError
+from privaudit.models import LoadedModel
+from privaudit.progress import Reporter
+
+
+def run_inversion_section(loaded: LoadedModel, X_train: NDArray[np.float64], y_train: NDArray[Any],
+                          X_holdout: NDArray[np.float64], y_holdout: NDArray[Any], *, classes: NDArray[Any],
+                          seed: int, image_shape: tuple[int, ...] | None, budget_per_class: int,
+                          classes_to_invert: Sequence[Any] | None, include_records: bool,
+                          reporter: Reporter) -> dict[str, Any]:
+    """MI-Face on every class (or the ones asked for), scored by a judge of another model family."""
+    from privaudit.attacks.inversion import run_inversion, to_report_dict
+    from privaudit.attacks.inversion.evaluate import model_family, score, train_evaluator
+
+    if image_shape is not None and int(np.prod(image_shape)) != X_train.shape[1]:
+        raise ConfigError(f"--image-shape {'x'.join(map(str, image_shape))}: has {int(np.prod(image_shape))} pixels "
+                          f"but the data has {X_train.shape[1]} features")
+    # The attacker's box: the range of the training features (documented; a real attacker would use
+    # the valid input range of the API, which for images is the same).
+    bounds = (X_train.min(axis=0), X_train.max(axis=0))
+    reporter.info("Model inversion: MI-Face on " + (f"{len(classes_to_invert)} classes" if classes_to_invert else f"all {len(classes)} classes"))
+    result = run_inversion(loaded.target, n_classes=len(classes), n_features=X_train.shape[1], bounds=bounds,
+                           model=loaded.estimator, classes_to_invert=classes_to_invert,
+                           max_queries_per_class=budget_per_class, seed=seed, image_shape=image_shape, reporter=reporter)
+    scores = None
+    if result.mode != "refused":
+        judge = train_evaluator(X_train, y_train, target_family=model_family(loaded.estimator), seed=seed, bounds=bounds)
+        scores = score(result, judge, X_train, y_train, X_holdout, y_holdout, image_shape=image_shape)
+    # Reconstructions are the attack's own output, the evidence a reader needs to judge it; for images
+    # they are always kept. Class means summarise real training records, so they need --include-records.
+    section = to_report_dict(result, scores, include_reconstructions=include_records or image_shape is not None)
+    if image_shape is not None:
+        section["image_shape"] = list(image_shape)
+        if include_records and result.mode != "refused":
+            labels = np.asarray(y_train)
+            section["class_means"] = [X_train[labels == classes[c.class_index]].mean(axis=0).tolist()
+                                      for c in result.classes]
+    return section
+
+
+def run_attribute_section(loaded: LoadedModel, X_train: NDArray[np.float64], y_train: NDArray[Any],
+                          X_holdout: NDArray[np.float64], y_holdout: NDArray[Any], *, column: str,
+                          feature_names: Sequence[str], seed: int, reporter: Reporter) -> dict[str, Any]:
+    """Infer the sensitive column of every train and holdout record; compare with model-free baselines."""
+    from privaudit.attacks.inversion.attribute import attribute_inference, to_report_dict
+
+    names = list(feature_names)
+    if column not in names:
+        raise ConfigError(f"--sensitive {column}: no such feature column; columns are {', '.join(names[:20])}"
+                          + (" ..." if len(names) > 20 else ""))
+    reporter.info(f"Attribute inference on column '{column}'")
+    result = attribute_inference(loaded.target, X_train, y_train, X_holdout, y_holdout, column=names.index(column),
+                                 column_name=column, seed=seed)
+    return to_report_dict(result)
