@@ -178,9 +178,23 @@ def audit(
 
 
 def _register_guard() -> None:
-    from privaudit.guard.cli import guard_app
+    # The guard and monitor live in the optional "guard" extra; without it their commands still exist
+    # and say how to install what they need, while the audit keeps working on the light core install.
+    try:
+        from privaudit.guard.cli import guard_app
+        from privaudit.guard.monitor_cmd import monitor_command
+    except ModuleNotFoundError as exc:
+        missing = exc.name
 
+        def _needs_extra() -> None:
+            raise ConfigError(f"this command needs the guard extra (missing module '{missing}'): "
+                              "pip install 'privaudit[guard]'")
+
+        app.command("guard", help="Inference guard (needs: pip install 'privaudit[guard]').")(_needs_extra)
+        app.command("monitor", help="Replay query logs (needs: pip install 'privaudit[guard]').")(_needs_extra)
+        return
     app.add_typer(guard_app, name="guard")
+    app.command("monitor")(monitor_command)
 
 
 _register_guard()

@@ -1,0 +1,143 @@
+"""Probing detectors: one module each, registered by name with :func:`register_detector`.
+
+A detector sees one request at a time as :class:`EventFeatures` -- fingerprints, sketches, output
+summaries, principal, address and time, never raw rows -- so the same code runs inside the proxy and
+offline over a stored query log. ``observe`` returns a score in [0, 1] and a small JSON-able evidence
+dict. Scores share one scale so the monitor can compare them: 0 is nothing, 0.5 is the detector's
+configured alarm point, 1 is far beyond it (see :func:`ramp`).
+
+State is bounded: per-principal state lives in a :class:`Bounded` LRU map and every window is a
+``deque(maxlen=...)``, so a flood of fresh principals cannot grow memory without limit.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Any, Callable, Generic, Protocol, TypeVar
+
+import numpy as np
+from numpy.typing import NDArray
+from pydantic import BaseModel, ConfigDict
+
+DETECTOR_MODULES = ("prada", "fingerprint", "rotation", "boundary", "volume")
+ALARM = 0.5  # the score every detector gives exactly at its configured threshold
+
+
+@dataclass(frozen=True)
+class EventFeatures:
+    """What detectors may know about one request: the log record's content, as arrays."""
+
+    time: float
+    principal: str
+    tier: str
+    client_ip: str
+    request_id: str
+    fingerprints: tuple[str, ...]  # keyed HMAC per row: equal rows, equal fingerprints
+    sketches: NDArray[np.float64]  # (n, k) keyed random projection per row: distances survive
+    top: tuple[int | None, ...]  # top label per row (None: no output)
+    margins: NDArray[np.float64]  # (n,) top-1 minus top-2 probability; NaN where unknown
+    decision: str
+    status: int
+
+    @property
+    def n_rows(self) -> int:
+        return len(self.fingerprints)
+
+
+class DetectorConfig(BaseModel):
+    """Base for each detector's parameters: unknown keys are errors, so typos never pass silently."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = True
+    max_principals: int = 100_000  # per-principal states kept (least recently seen dropped first)
+
+
+class Detector(Protocol):
+    name: str
+
+    def observe(self, features: EventFeatures) -> tuple[float, dict[str, Any]]: ...
+
+
+class DetectorClass(Protocol):
+    Config: type[DetectorConfig]
+
+    def __call__(self, config: Any) -> Detector: ...
+
+
+_REGISTRY: dict[str, Any] = {}
+T = TypeVar("T")
+
+
+def register_detector(name: str) -> Callable[[T], T]:
+    def deco(cls: T) -> T:
+        _REGISTRY[name] = cls
+        setattr(cls, "name", name)
+        return cls
+
+    return deco
+
+
+def registry() -> dict[str, Any]:
+    for module in DETECTOR_MODULES:
+        importlib.import_module(f"{__name__}.{module}")
+    return dict(_REGISTRY)
+
+
+def ramp(value: float, threshold: float, extreme: float) -> float:
+    """Map a statistic onto the shared score scale: 0.5 at ``threshold``, 1 at ``extreme``, linear in
+    between and below (0 at twice the distance on the other side). Works whichever way the statistic
+    grows with suspicion (``extreme`` may be below ``threshold``)."""
+    span = extreme - threshold
+    if span == 0:
+        return 1.0 if value == threshold else 0.0
+    return float(min(1.0, max(0.0, ALARM + ALARM * (value - threshold) / span)))
+
+
+K = TypeVar("K")
+V = TypeVar("V")
+
+
+class Bounded(Generic[K, V]):
+    """An LRU map with a size cap and a factory for missing keys."""
+
+    def __init__(self, maxsize: int, factory: Callable[[], V],
+                 on_evict: Callable[[K, V], None] | None = None) -> None:
+        self.maxsize = maxsize
+        self.factory = factory
+        self.on_evict = on_evict
+        self.data: OrderedDict[K, V] = OrderedDict()
+
+    def get(self, key: K) -> V:
+        value = self.data.get(key)
+        if value is None:
+            value = self.factory()
+            self.data[key] = value
+            if len(self.data) > self.maxsize:
+                old_key, old_value = self.data.popitem(last=False)
+                if self.on_evict is not None:
+                    self.on_evict(old_key, old_value)
+        else:
+            self.data.move_to_end(key)
+        return value
+
+    def peek(self, key: K) -> V | None:
+        return self.data.get(key)
+
+    def items(self) -> list[tuple[K, V]]:
+        return list(self.data.items())
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+
+def create(name: str, params: dict[str, Any] | None) -> Detector:
+    """Instantiate detector ``name`` with validated ``params`` (pydantic raises on bad keys)."""
+    cls = registry()[name]
+    return cls(cls.Config.model_validate(params or {}))
+
+
+__all__ = ["ALARM", "Bounded", "Detector", "DetectorConfig", "EventFeatures", "create", "ramp",
+           "register_detector", "registry"]

@@ -1,0 +1,169 @@
+"""Blacklight-style near-duplicate detection (Li et al. 2022, "Blacklight: Scalable Defense for
+Neural Networks against Query-Based Black-Box Attacks").
+
+Query-based attacks (gradient estimation, boundary walks, noisy copies for label-only membership
+inference) must send many queries that are almost the same point. Each row's sketch is quantised on
+a coarse grid and every sliding window of the quantised vector is hashed; two queries sharing at
+least ``match_fraction`` of their hashes are near-duplicates. The hash table is kept across ALL
+principals: an attacker who opens fresh accounts keeps hitting the same buckets, and a query that is
+near many earlier queries from anyone (``cluster``) alarms on its own, even on an account's first
+request.
+
+The grid step must suit the data's scale. ``quantum`` sets it in sketch units; left unset it is
+``auto_fraction`` times a typical per-coordinate spread, measured as the median over the first
+``calibration_principals`` principals of each one's own spread, so a single principal (an attacker
+sending tiny perturbations) cannot shrink it. No hashing happens before that calibration.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from itertools import chain
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+from pydantic import Field
+
+from privaudit.guard.detectors import Bounded, DetectorConfig, EventFeatures, ramp, register_detector
+
+MAD_TO_SD = 1.4826  # median absolute deviation of a normal sample times this estimates its SD
+
+
+def window_hashes(cells: NDArray[np.int64], width: int) -> frozenset[int]:
+    """Hashes of every sliding window of ``cells``, with its position (a sketch's coordinates are not
+    interchangeable, unlike an image's pixels, so a window matches only at the same place)."""
+    values = cells.tolist()
+    return frozenset(hash((i, *values[i:i + width])) for i in range(max(1, len(values) - width + 1)))
+
+
+def quantise(sketch: NDArray[np.float64], quantum: float, offset: NDArray[np.float64]) -> NDArray[np.int64]:
+    return np.floor(sketch / quantum + offset).astype(np.int64)
+
+
+def spread(sketches: NDArray[np.float64]) -> float:
+    """A robust per-coordinate spread of one principal's queries: the median over coordinates of each
+    coordinate's scaled median absolute deviation."""
+    mad = np.median(np.abs(sketches - np.median(sketches, axis=0)), axis=0)
+    return float(np.median(mad) * MAD_TO_SD)
+
+
+@dataclass
+class _Principal:
+    recent: deque[bool]
+    calibration: list[NDArray[np.float64]] = field(default_factory=list)
+    contributed: bool = False
+
+
+@register_detector("fingerprint")
+class Fingerprint:
+    class Config(DetectorConfig):
+        quantum: float | None = Field(None, gt=0.0)  # grid step in sketch units; None: calibrate
+        auto_fraction: float = Field(0.5, gt=0.0)
+        calibration_rows: int = Field(20, ge=5)
+        calibration_principals: int = Field(5, ge=1)
+        window: int = Field(3, ge=1)  # sliding-window width over the quantised sketch
+        match_fraction: float = Field(0.5, gt=0.0, le=1.0)
+        history: int = Field(50_000, ge=100)  # queries remembered across all principals
+        bucket_cap: int = Field(32, ge=1)  # query ids remembered per hash (bounds the lookup cost)
+        principal_window: int = Field(50, ge=5)
+        min_matches: int = Field(5, ge=1)  # near-duplicates among a principal's recent queries...
+        min_fraction: float = Field(0.25, gt=0.0, le=1.0)  # ... that are also this share of them
+        cluster: int = Field(8, ge=2)  # one query near this many remembered ones alarms by itself
+        seen: int = Field(200_000, ge=100)  # exact fingerprints remembered, so repeats are skipped
+        seed: int = 0  # grid offset
+
+    name = "fingerprint"
+
+    def __init__(self, config: "Fingerprint.Config") -> None:
+        self.config = config
+        self.quantum = config.quantum
+        self.spreads: list[float] = []
+        self.offset: NDArray[np.float64] | None = None
+        self.table: dict[int, deque[int]] = {}
+        self.entries: deque[tuple[int, frozenset[int]]] = deque()
+        self.owner: dict[int, str] = {}
+        self.next_id = 0
+        self.seen: Bounded[str, bool] = Bounded(config.seen, lambda: True)
+        self.principals: Bounded[str, _Principal] = Bounded(
+            config.max_principals, lambda: _Principal(deque(maxlen=config.principal_window)))
+
+    def _calibrate(self, st: _Principal, sketch: NDArray[np.float64]) -> None:
+        cfg = self.config
+        if st.contributed:
+            return
+        st.calibration.append(sketch)
+        if len(st.calibration) >= cfg.calibration_rows:
+            value = spread(np.asarray(st.calibration))
+            st.calibration, st.contributed = [], True
+            if value > 0:
+                self.spreads.append(value)
+            if len(self.spreads) >= cfg.calibration_principals:
+                self.quantum = cfg.auto_fraction * float(np.median(self.spreads))
+
+    def _remember(self, principal: str, hashes: frozenset[int]) -> None:
+        qid = self.next_id
+        self.next_id += 1
+        self.entries.append((qid, hashes))
+        self.owner[qid] = principal
+        for h in hashes:
+            bucket = self.table.get(h)
+            if bucket is None:
+                bucket = self.table[h] = deque(maxlen=self.config.bucket_cap)
+            bucket.append(qid)
+        if len(self.entries) > self.config.history:
+            old, old_hashes = self.entries.popleft()
+            del self.owner[old]
+            for h in old_hashes:
+                bucket = self.table.get(h)
+                if bucket and bucket[0] == old:
+                    bucket.popleft()
+                if bucket is not None and not bucket:
+                    del self.table[h]
+
+    def _near(self, hashes: frozenset[int]) -> list[int]:
+        """Remembered queries sharing at least ``match_fraction`` of these hashes."""
+        buckets = [b for b in map(self.table.get, hashes) if b]
+        need = self.config.match_fraction * len(hashes)
+        if len(buckets) < need:  # too few hashes were ever seen for anything to match
+            return []
+        ids = np.fromiter(chain.from_iterable(buckets), dtype=np.int64)
+        uniq, counts = np.unique(ids, return_counts=True)
+        return uniq[counts >= need].tolist()
+
+    def observe(self, f: EventFeatures) -> tuple[float, dict[str, Any]]:
+        cfg = self.config
+        st = self.principals.get(f.principal)
+        cluster, near_max, others = 0.0, 0, 0
+        for fp, sketch in zip(f.fingerprints, f.sketches):
+            if self.seen.peek(fp) is not None:  # an exact repeat (retry, duplicate): no new information
+                continue
+            self.seen.get(fp)
+            if self.quantum is None:
+                self._calibrate(st, sketch)
+                continue
+            if self.offset is None or len(self.offset) != len(sketch):
+                self.offset = np.random.default_rng(cfg.seed).uniform(0.0, 1.0, len(sketch))
+            hashes = window_hashes(quantise(sketch, self.quantum, self.offset), cfg.window)
+            near = self._near(hashes)
+            st.recent.append(bool(near))
+            if near:
+                others = max(others, len({self.owner[q] for q in near} - {f.principal}))
+                near_max = max(near_max, len(near))
+                cluster = max(cluster, ramp(len(near), cfg.cluster, 2 * cfg.cluster))
+            self._remember(f.principal, hashes)
+        if self.quantum is None:
+            return 0.0, {"calibrating": len(self.spreads), "needed": cfg.calibration_principals}
+        if not st.recent:
+            return 0.0, {}
+        # The principal's standing score persists across requests (like PRADA's). It needs both a count
+        # and a share: an explainer's few hundred coarse perturbations hold a few near-duplicates by
+        # chance, an attack's recent queries are mostly near-duplicates. A dense cluster raises this
+        # one request even for an account with no history.
+        matches = sum(st.recent)
+        ratio = min(matches / cfg.min_matches, matches / len(st.recent) / cfg.min_fraction)
+        score = max(ramp(ratio, 1.0, 2.0), cluster)
+        return score, {"near_duplicates": int(sum(st.recent)), "of_recent": len(st.recent),
+                      "largest_cluster": near_max, "other_principals": others,
+                      "quantum": round(self.quantum, 6)}
