@@ -99,3 +99,26 @@ def test_cli_rejects_a_bad_image_shape(digits: dict[str, Any], capsys: pytest.Ca
               "--trust", "sklearn.neural_network._stochastic_optimizers.AdamOptimizer"])
     assert exc.value.code == 2
     assert "7x7" in capsys.readouterr().err
+
+
+def test_sensitive_column_gives_the_attribute_inference_section() -> None:
+    from sklearn.ensemble import RandomForestClassifier
+
+    from privaudit import datasets
+
+    X, y, names, idx = datasets.warfarin_like(2000, seed=0)
+    half = len(X) // 2
+    model = RandomForestClassifier(n_estimators=30, bootstrap=False, random_state=0).fit(X[:half], y[:half])
+    import pandas as pd
+
+    train = pd.DataFrame(X[:half], columns=list(names)).assign(dose=y[:half])
+    holdout = pd.DataFrame(X[half:], columns=list(names)).assign(dose=y[half:])
+    rep = privaudit.audit(model, train, holdout, label="dose", reference_models=0, attacks=["loss"], n_bootstrap=0,
+                          cache_dir=False, what_if=False, sensitive=names[idx])
+    ai = rep.to_dict()["attribute_inference"]
+    assert ai["column"] == names[idx]
+    assert set(ai["train"]) == {"accuracy", "baseline_accuracy", "advantage", "mcc", "g_mean"}
+    assert ai["leakage"] == pytest.approx(ai["train"]["advantage"] - ai["holdout"]["advantage"])
+    assert ai["leakage"] > 0.05  # the forest memorised its training records' genotypes
+    check = next(c for f in rep.findings if f.rule_id == "ATLAS-EXF-001" for c in f.checks if c.check == "attribute_inference")
+    assert check.status.value == "FAIL"
