@@ -320,7 +320,10 @@ def chromium_or_skip() -> str:
         found = shutil.which(name)
         if found:
             return found
-    pytest.skip("no Chromium binary found (/usr/bin/chromium); install it with: apt-get install -y chromium")
+    message = "no Chromium binary found (/usr/bin/chromium); install it with: apt-get install -y chromium"
+    if os.environ.get("PRIVAUDIT_REQUIRE_BROWSER") == "1":  # set by .ci/run: in CI a missing browser is a failure
+        pytest.fail(message)
+    pytest.skip(message)
 
 
 def run_chromium(binary: str, profile: Path, *args: str) -> str:
