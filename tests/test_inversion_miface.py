@@ -34,12 +34,13 @@ from privaudit.attacks.inversion import (
     LABEL_ONLY_REASON,
     ClassReconstruction,
     InversionResult,
+    MIFaceConfig,
     run_inversion,
     to_report_dict,
     white_box_gradient,
 )
 from privaudit.attacks.inversion.evaluate import model_family, score, time_to_reconstruct, train_evaluator
-from privaudit.attacks.inversion.miface import nes_gradient, total_variation
+from privaudit.attacks.inversion.miface import nes_gradient, total_variation, white_box_oracle
 from privaudit.errors import ConfigError
 from privaudit.models.http import HttpSettings, HttpTarget
 from privaudit.models.pycallable import CallableTarget
@@ -121,6 +122,52 @@ def test_constant_callable_with_exact_gradient_is_not_inverted(digits: dict[str,
     assert [c.class_label for c in result.classes] == ["0", "5", "9"]
     assert not any(c.improved for c in result.classes) and all("never improved" in n for n in result.notes)
     assert judge(digits, result).attack_accuracy <= 0.34
+
+
+def test_smoothed_white_box_reports_point_confidence_and_counts_every_evaluation(digits: dict[str, Any]) -> None:
+    mlp, (lo, hi) = digits["mlp"], digits["bounds"]
+    result = run_inversion(mlp, n_classes=10, n_features=64, bounds=digits["bounds"], image_shape=SHAPE, seed=1,
+                           classes_to_invert=[3, 7], config=MIFaceConfig(smoothing=0.3, smoothing_samples=5))
+    assert result.params["smoothing"] == 0.3 and result.params["smoothing_samples"] == 5
+    start = lo + 0.5 * (hi - lo)
+    for rec in result.classes:
+        # Five evaluations per step, plus the two that measure the confidence at the start and at x.
+        assert rec.queries == 5 * rec.steps + 2
+        assert rec.probability == pytest.approx(mlp.predict_proba(rec.x[None])[0, rec.class_index], abs=1e-9)
+        assert rec.start_probability == pytest.approx(mlp.predict_proba(start[None])[0, rec.class_index], abs=1e-9)
+        assert rec.improved and rec.probability > rec.start_probability
+    assert result.queries_total == 8 + sum(c.queries for c in result.classes)
+    plain = run_inversion(mlp, n_classes=10, n_features=64, bounds=digits["bounds"], image_shape=SHAPE, seed=1,
+                          classes_to_invert=[3], config=MIFaceConfig(smoothing=0.0))
+    assert plain.params["smoothing"] == 0.0 and plain.params["smoothing_samples"] == 0
+    assert all(rec.queries == rec.steps for rec in plain.classes)  # one evaluation per step, nothing extra
+
+
+def test_smoothed_oracle_averages_over_the_neighbourhood() -> None:
+    # -log p = x0^2 + w . x[1:] in original units, bounds [-10, 10] (span 20) so that no sample is clipped.
+    w = np.array([0.5, -2.0])
+
+    def fn(x: np.ndarray, c: int) -> tuple[float, np.ndarray]:
+        f = x[0] ** 2 + w @ x[1:]
+        p = float(np.exp(-f))
+        return p, -p * np.concatenate([[2.0 * x[0]], w])
+
+    lo, span = np.full(3, -10.0), np.full(3, 20.0)
+    u = np.array([0.5, 0.5, 0.5])  # x = 0, where the point objective is 0 and p = 1
+    point = white_box_oracle(fn, lo, span)
+    value, grad, p, spent = point(u, 0)
+    assert value == pytest.approx(0.0) and p == pytest.approx(1.0) and spent == 1
+    assert np.allclose(grad, [0.0, 0.5 * 20, -2.0 * 20])
+    # Smoothing by 0.01 of the range is sigma s = 0.2 in x. Then E[-log p] = E[x0^2] + E[w . z] = s^2 = 0.04;
+    # E[p] = E[exp(-x0^2)] E[exp(-w . z)] = exp(s^2 |w|^2 / 2) / sqrt(1 + 2 s^2); and the linear part's
+    # gradient is the same everywhere, so its average is exact while 2 * x0 * span averages to 0.
+    smooth = white_box_oracle(fn, lo, span, smoothing=0.01, samples=20000, rng=np.random.default_rng(0))
+    value, grad, p, spent = smooth(u, 0)
+    assert spent == 20000
+    assert grad[1:] == pytest.approx([0.5 * 20, -2.0 * 20], rel=1e-9)
+    assert abs(grad[0]) < 0.25  # standard error 4 * 0.2 / sqrt(20000) * 20 = 0.11
+    assert value == pytest.approx(0.04, abs=0.015)  # standard error 0.003
+    assert p == pytest.approx(np.exp(0.04 * 4.25 / 2) / np.sqrt(1.08), abs=0.02)  # standard error 0.003
 
 
 # --- black box over HTTP ------------------------------------------------------------------------

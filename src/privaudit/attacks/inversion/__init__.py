@@ -58,11 +58,13 @@ class ClassReconstruction:
     class_index: int
     x: NDArray[np.float64]
     probability: float  # the target's confidence in the class at x, as the attacker observed it
-    start_probability: float
+    start_probability: float  # the same at the start point
     queries: int  # records sent to the target (black box) or model evaluations (white box)
     steps: int
     stop_reason: str  # converged | plateau | flat (output never moved) | max_steps | budget
-    improved: bool  # False when the confidence never rose above its start value
+    # False when the confidence the descent climbed (the neighbourhood average when the white box
+    # smooths, see MIFaceConfig.smoothing) never rose above its start value.
+    improved: bool
 
     @property
     def cost(self) -> float:
@@ -222,8 +224,11 @@ def run_inversion(
         raise ConfigError(f"no exact gradient is available for {type(differentiable).__name__}; "
                           "use mode='black-box' or pass gradient_fn")
     chosen: InversionMode = "white-box" if grad is not None and mode != "black-box" else "black-box"
+    smooth = chosen == "white-box" and cfg.smoothing > 0 and cfg.smoothing_samples > 0
     if chosen == "black-box":
         params.update(nes_sigma=cfg.sigma, nes_samples=cfg.samples)
+    else:
+        params.update(smoothing=cfg.smoothing if smooth else 0.0, smoothing_samples=cfg.smoothing_samples if smooth else 0)
     # A rise smaller than one rounding unit is indistinguishable from no rise at all.
     tol = max(1e-6, 10.0 ** (-out_mode.rounding)) if out_mode.rounding is not None else 1e-6
 
@@ -235,23 +240,33 @@ def run_inversion(
         label = str(np.asarray(tgt.classes).tolist()[c])
         if reporter is not None:
             reporter.progress("model inversion", done, len(picked))
+        class_rng = np.random.default_rng([seed, c])  # per class, so a subset reproduces the same runs
+        # Smoothed descents report the confidence at the point itself, which costs two evaluations.
+        extra = 2 if smooth else 0
         if chosen == "white-box":
             assert grad is not None
-            oracle, per_call = white_box_oracle(grad, lo, span), 1
+            oracle = white_box_oracle(grad, lo, span, smoothing=cfg.smoothing if smooth else 0.0,
+                                      samples=cfg.smoothing_samples, rng=class_rng)
+            per_call = cfg.smoothing_samples if smooth else 1
         else:
-            class_rng = np.random.default_rng([seed, c])  # per class, so a subset reproduces the same runs
             oracle = black_box_oracle(tgt, out_mode, lo, span, cfg.sigma, cfg.samples, class_rng)
             per_call = 2 * max(cfg.samples // 2, 1) + 1
-        outcome = descend(oracle, c, u0, cfg, budget=max_queries_per_class, cost_per_call=per_call,
+        outcome = descend(oracle, c, u0, cfg, budget=max_queries_per_class - extra, cost_per_call=per_call,
                           fixed=span == 0)
         improved = outcome.probability > outcome.start_probability + tol
+        x_best = lo + outcome.u * span
+        p_best, p_start = outcome.probability, outcome.start_probability
+        if smooth:
+            assert grad is not None
+            p_best, p_start = grad(x_best, c)[0], grad(lo + u0 * span, c)[0]
+        queries = outcome.queries + extra
         if chosen == "white-box":
-            white_evals += outcome.queries
+            white_evals += queries
         if not improved:
             notes.append(f"class {label}: the cost never improved; the target's confidence stayed at "
                          f"{outcome.start_probability:.3g}, so the model gave the attack nothing to climb")
-        recs.append(ClassReconstruction(label, c, lo + outcome.u * span, outcome.probability, outcome.start_probability,
-                                        outcome.queries, outcome.steps, outcome.stop_reason, improved))
+        recs.append(ClassReconstruction(label, c, x_best, float(p_best), float(p_start), queries, outcome.steps,
+                                        outcome.stop_reason, improved))
     if reporter is not None:
         reporter.progress("model inversion", len(picked), len(picked))
     total = tgt.queries - queries_before + white_evals

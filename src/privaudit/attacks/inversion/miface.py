@@ -50,6 +50,10 @@ class MIFaceConfig:
     denoise_sigma: float = 0.5
     sigma: float = 0.1  # NES: perturbation scale as a share of the range
     samples: int = 40  # NES: perturbed records per step (antithetic pairs, so even)
+    # White box: climb the confidence averaged over a Gaussian neighbourhood of this scale (a share
+    # of the range) instead of at the point; 0 turns it off. See white_box_oracle for why.
+    smoothing: float = 0.3
+    smoothing_samples: int = 8  # gradient evaluations per step when smoothing
 
 
 @dataclass(frozen=True)
@@ -260,15 +264,37 @@ def white_box_gradient(model: Any, *, input_shape: tuple[int, ...] | None = None
     return fn
 
 
-def white_box_oracle(fn: GradientFn, lo: Array, span: Array) -> Oracle:
-    """Objective oracle from an exact gradient: one model evaluation per call."""
+def white_box_oracle(fn: GradientFn, lo: Array, span: Array, *, smoothing: float = 0.0, samples: int = 0,
+                     rng: np.random.Generator | None = None) -> Oracle:
+    """Objective oracle from an exact gradient: one model evaluation per call, or ``samples`` when smoothing.
 
-    def oracle(u: Array, c: int) -> tuple[float, Array, float, int]:
-        p, g = fn(lo + u * span, c)
-        pc = max(p, TINY)
-        return -float(np.log(pc)), -g * span / pc, p, 1
+    With ``smoothing`` > 0 the value, gradient and confidence are averages over ``samples`` points
+    drawn from a Gaussian of that scale around ``u`` (clipped to the bounds). The exact gradient at
+    a single point follows the model's most brittle directions: on a digits MLP, plain descent from a
+    grey start reaches 99.9 % confidence within a few steps on images that still look grey, and the
+    independent judge then misreads a tenth to a fifth of them. Averaged over a neighbourhood, only
+    directions that raise the confidence robustly survive, and the descent stops only once the whole
+    neighbourhood is the class -- the same smoothed surface the black-box NES estimate climbs.
+    """
+    if smoothing <= 0.0 or samples <= 0:
 
-    return oracle
+        def point(u: Array, c: int) -> tuple[float, Array, float, int]:
+            p, g = fn(lo + u * span, c)
+            pc = max(p, TINY)
+            return -float(np.log(pc)), -g * span / pc, p, 1
+
+        return point
+    gen = rng if rng is not None else np.random.default_rng(0)
+
+    def smoothed(u: Array, c: int) -> tuple[float, Array, float, int]:
+        points = np.clip(u + smoothing * gen.standard_normal((samples, u.size)), 0.0, 1.0)
+        ps, grads = zip(*(fn(lo + v * span, c) for v in points))
+        p = np.asarray(ps, dtype=np.float64)
+        pc = np.maximum(p, TINY)
+        g = np.mean(np.asarray(grads, dtype=np.float64) / pc[:, None], axis=0)
+        return -float(np.mean(np.log(pc))), -g * span, float(np.mean(p)), samples
+
+    return smoothed
 
 
 # --- black box ----------------------------------------------------------------------------------
