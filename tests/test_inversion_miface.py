@@ -131,8 +131,8 @@ def test_smoothed_white_box_reports_point_confidence_and_counts_every_evaluation
     assert result.params["smoothing"] == 0.3 and result.params["smoothing_samples"] == 5
     start = lo + 0.5 * (hi - lo)
     for rec in result.classes:
-        # Five evaluations per step, plus the two that measure the confidence at the start and at x.
-        assert rec.queries == 5 * rec.steps + 2
+        # Five evaluations per step, plus one for the confidence at x (the start was the first probe).
+        assert rec.queries == 5 * rec.steps + 1
         assert rec.probability == pytest.approx(mlp.predict_proba(rec.x[None])[0, rec.class_index], abs=1e-9)
         assert rec.start_probability == pytest.approx(mlp.predict_proba(start[None])[0, rec.class_index], abs=1e-9)
         assert rec.improved and rec.probability > rec.start_probability

@@ -28,7 +28,7 @@ from privaudit.attacks.inversion.miface import (
 )
 from privaudit.errors import ConfigError
 from privaudit.progress import Reporter
-from privaudit.target import OutputMode, Target, detect_output_mode
+from privaudit.target import OutputMode, Target, detect_output_mode, to_probabilities
 
 if TYPE_CHECKING:
     from privaudit.attacks.inversion.evaluate import InversionScores
@@ -224,7 +224,11 @@ def run_inversion(
         raise ConfigError(f"no exact gradient is available for {type(differentiable).__name__}; "
                           "use mode='black-box' or pass gradient_fn")
     chosen: InversionMode = "white-box" if grad is not None and mode != "black-box" else "black-box"
-    smooth = chosen == "white-box" and cfg.smoothing > 0 and cfg.smoothing_samples > 0
+    # A smoothed descent climbs a neighbourhood average (NES always does), so the confidence at the
+    # reconstruction itself is measured separately: one more evaluation per class. The start point
+    # was the first probe record, so its confidence is already known.
+    smooth = chosen == "black-box" or (cfg.smoothing > 0 and cfg.smoothing_samples > 0)
+    start_probs = np.nan_to_num(to_probabilities(np.asarray(outputs, dtype=np.float64), out_mode)[0], nan=0.0)
     if chosen == "black-box":
         params.update(nes_sigma=cfg.sigma, nes_samples=cfg.samples)
     else:
@@ -241,8 +245,7 @@ def run_inversion(
         if reporter is not None:
             reporter.progress("model inversion", done, len(picked))
         class_rng = np.random.default_rng([seed, c])  # per class, so a subset reproduces the same runs
-        # Smoothed descents report the confidence at the point itself, which costs two evaluations.
-        extra = 2 if smooth else 0
+        extra = 1 if smooth else 0
         if chosen == "white-box":
             assert grad is not None
             oracle = white_box_oracle(grad, lo, span, smoothing=cfg.smoothing if smooth else 0.0,
@@ -250,15 +253,20 @@ def run_inversion(
             per_call = cfg.smoothing_samples if smooth else 1
         else:
             oracle = black_box_oracle(tgt, out_mode, lo, span, cfg.sigma, cfg.samples, class_rng)
-            per_call = 2 * max(cfg.samples // 2, 1) + 1
+            per_call = 2 * max(cfg.samples // 2, 1)
         outcome = descend(oracle, c, u0, cfg, budget=max_queries_per_class - extra, cost_per_call=per_call,
                           fixed=span == 0)
         improved = outcome.probability > outcome.start_probability + tol
         x_best = lo + outcome.u * span
         p_best, p_start = outcome.probability, outcome.start_probability
         if smooth:
-            assert grad is not None
-            p_best, p_start = grad(x_best, c)[0], grad(lo + u0 * span, c)[0]
+            p_start = float(start_probs[c])
+            if chosen == "white-box":
+                assert grad is not None
+                p_best = grad(x_best, c)[0]
+            else:
+                answer = to_probabilities(np.asarray(tgt.predict(x_best[None]), dtype=np.float64), out_mode)
+                p_best = float(np.nan_to_num(answer[0, c], nan=0.0))
         queries = outcome.queries + extra
         if chosen == "white-box":
             white_evals += queries
