@@ -13,6 +13,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from privaudit import metrics
+from privaudit.analysis_cache import AnalysisCache, analysis_key
 from privaudit.attacks.membership import AttackContext, AttackResult, AttackSpec, registry, run_attack
 from privaudit.attacks.membership.signals import probability_floor
 from privaudit.data import (Dataset, check_features_for_model, check_missing, check_same_columns, dataset_sha256,
@@ -22,11 +23,12 @@ from privaudit.models import LoadedModel, LoadOptions, as_target, load_model
 from privaudit.progress import Reporter, Silent
 from privaudit.reference import (ReferenceScores, Recipe, ScoreCache, default_cache_dir, default_surrogate,
                                  recipe_from_estimator, recipe_from_trainer, train_reference_models)
-from privaudit.report.schema import (FPR_KEYS, AttackReport, AttributeInferenceSection, InversionSection, ClassSlice, DataInfo, DPClaim, Membership, ModelInfo,
-                                     OperatingPointInfo, Provenance, RecordRisk, Report, RocCurve, ScoreHistogram,
-                                     SkippedAttack, SplitCheck)
+from privaudit.report.schema import (FPR_KEYS, AttackReport, AttributeInferenceSection, InversionSection, DataInfo, Membership, ModelInfo,
+                                     Provenance, RecordRisk, Report, SkippedAttack, SplitCheck)
 from privaudit.rules import ControlsEvidence, Evidence, Policy, evaluate_all
+from privaudit.scoring import attack_report, best_attack, dp_claim
 from privaudit.splitcheck import check_split
+from privaudit.threads import thread_map
 from privaudit.target import OutputMode, apply_output_mode, detect_output_mode, to_probabilities
 
 # Strongest first at few reference models (see bench/results/membership.md); all are cheap once the
@@ -106,89 +108,6 @@ def _select(names: Sequence[str] | None, mode: OutputMode) -> list[str]:
     return chosen
 
 
-def _attack_report(result: AttackResult, data: AuditData, classes: NDArray[Any], *, delta: float, prior: float,
-                   n_bootstrap: int, seed: int) -> AttackReport:
-    s, m = result.scores, data.is_member
-    points = metrics.tpr_at_fprs(s, m, FPRS, n_bootstrap=n_bootstrap, seed=seed)
-    tpr = {k: (None if points[f] is None else points[f].tpr) for k, f in zip(FPR_KEYS, FPRS)}  # type: ignore[union-attr]
-    detail = {k: (None if (p := points[f]) is None else OperatingPointInfo(
-        tpr=p.tpr, fpr_achieved=p.fpr_achieved, threshold=float(np.clip(p.threshold, -1e300, 1e300)),
-        ci_low=p.ci_low, ci_high=p.ci_high)) for k, f in zip(FPR_KEYS, FPRS)}
-    ppv_key = next((k for k in ("0.001", "0.01") if detail[k] is not None), None)
-    ppv = None
-    if ppv_key is not None:
-        d = detail[ppv_key]
-        assert d is not None
-        ppv = metrics.ppv(d.tpr, d.fpr_achieved, prior)
-    eps = metrics.epsilon_lower_bound(s, m, delta, seed=seed)
-    roc, hist = _roc_and_histogram(s, m)
-    per_class = []
-    for c in range(len(classes)):
-        sel = data.y == c
-        n_in, n_out = int((sel & m).sum()), int((sel & ~m).sum())
-        auc = metrics.auc(s[sel], m[sel]) if n_in and n_out else None
-        pt = metrics.tpr_at_fpr(s[sel], m[sel], 0.01) if n_in and n_out else None
-        per_class.append(ClassSlice(class_=str(classes[c]), records=int(sel.sum()), members=n_in, auc=auc,
-                                    tpr_at_fpr={"0.01": None if pt is None else pt.tpr}))
-    return AttackReport(
-        name=result.name, auc=metrics.auc(s, m), tpr_at_fpr=tpr, tpr_at_fpr_detail=detail,
-        advantage=metrics.advantage(s, m), ppv=ppv, ppv_at_fpr=ppv_key,
-        epsilon_lower_bound=eps.epsilon_lower_bound, epsilon_max_measurable=eps.epsilon_max_measurable,
-        reference_models=result.reference_models, queries=result.queries, seconds=round(result.seconds, 3),
-        per_class=per_class, params=result.params, roc=roc, histogram=hist)
-
-
-def _roc_and_histogram(s: NDArray[np.float64], m: NDArray[np.bool_]) -> tuple[RocCurve, ScoreHistogram]:
-    fpr, tpr, _ = metrics.roc_curve(s, m)
-    grid = np.unique(np.r_[0.0, np.logspace(-5, 0, 120)])
-    # The best TPR reachable at each grid FPR: a step function, exact at the grid points.
-    idx = np.searchsorted(fpr, grid, side="right") - 1
-    roc = RocCurve(fpr=[float(x) for x in grid], tpr=[float(x) for x in tpr[np.clip(idx, 0, len(tpr) - 1)]])
-    ranks = (np.argsort(np.argsort(s, kind="stable"), kind="stable") + 0.5) / len(s)
-    edges = np.linspace(0.0, 1.0, 41)
-    hist = ScoreHistogram(bin_edges=[float(e) for e in edges],
-                          members=[int(c) for c in np.histogram(ranks[m], edges)[0]],
-                          nonmembers=[int(c) for c in np.histogram(ranks[~m], edges)[0]])
-    return roc, hist
-
-
-def _best(reports: list[AttackReport]) -> str | None:
-    if not reports:
-        return None
-
-    def key(r: AttackReport) -> tuple[float, float]:
-        t = r.tpr_at_fpr.get("0.001")
-        return (-1.0 if t is None else t, r.auc)
-
-    return max(reports, key=key).name
-
-
-def _dp_claim(results: list[AttackResult], data: AuditData, claimed: float, delta: float, split_passed: bool,
-              seed: int) -> DPClaim:
-    # Every attack is a separate test of the claim: Bonferroni over them keeps the 95 % overall.
-    confidence = 1.0 - 0.05 / max(len(results), 1)
-    best_eps, best_name = 0.0, None
-    for r in results:
-        b = metrics.epsilon_lower_bound(r.scores, data.is_member, delta, confidence=confidence, seed=seed)
-        if b.epsilon_lower_bound > best_eps:
-            best_eps, best_name = b.epsilon_lower_bound, r.name
-    exceeded = best_eps > claimed
-    verdict: Literal["consistent", "contradicted", "indicative"]
-    if not exceeded:
-        verdict = "consistent"
-        msg = f"epsilon claimed {claimed:g}, lower bound measured {best_eps:.3f} -- consistent with the claim"
-    elif split_passed:
-        verdict = "contradicted"
-        msg = (f"epsilon claimed {claimed:g} but the audit shows epsilon >= {best_eps:.3f} at {confidence:.1%} "
-               f"confidence ({best_name}): this model cannot be ({claimed:g}, {delta:g})-differentially private")
-    else:
-        verdict = "indicative"
-        msg = (f"epsilon claimed {claimed:g}, measured lower bound {best_eps:.3f} exceeds it, but the split check "
-               "failed, so this is indicative only")
-    return DPClaim(claimed_epsilon=claimed, delta=delta, epsilon_lower_bound=best_eps, attack=best_name,
-                   confidence=confidence, verdict=verdict, contradicted=verdict == "contradicted", message=msg)
-
-
 def audit(
     model: Any,
     train: Any,
@@ -263,7 +182,9 @@ def audit(
     train_acc = metrics.accuracy(y[is_member], labels_pred[is_member])
     holdout_acc = metrics.accuracy(y[~is_member], labels_pred[~is_member])
 
-    split = check_split(tr.X, ho.X, seed=seed)
+    tr_sha, ho_sha = dataset_sha256(tr), dataset_sha256(ho)
+    cache = ScoreCache(None if cache_dir is False else Path(cache_dir) if cache_dir else default_cache_dir())
+    split = check_split(tr.X, ho.X, seed=seed, cache_dir=cache.directory, data_key=f"{tr_sha}|{ho_sha}")
     warnings_out: list[str] = []
     if not split.passed:
         ui.warn(f"split check: {split.message}")
@@ -287,7 +208,6 @@ def audit(
     if any(s.needs_reference for s in runnable):
         recipe = _recipe(loaded, trainer, tr, seed)
         recipe_desc = recipe.description
-        cache = ScoreCache(None if cache_dir is False else Path(cache_dir) if cache_dir else default_cache_dir())
         ui.info(f"Reference models: {reference_models} ({recipe.description})")
         refs = train_reference_models(recipe, X, y, len(classes), reference_models, seed=seed, jobs=jobs, cache=cache,
                                       on_progress=lambda d, t: ui.progress("training reference models", d, t))
@@ -302,38 +222,74 @@ def audit(
                         reference_probs=ref_probs, reference_in=None if refs is None else refs.in_mask,
                         target=loaded.target, seed=seed, floor=floor)
 
-    results: list[AttackResult] = []
-    for i, spec in enumerate(runnable):
-        if spec.sends_queries:
-            from privaudit.attacks.membership.label_only import PERTURBATIONS
+    prior = member_prior if member_prior is not None else n_train / len(X)
+    options = {"attacks": [s.name for s in runnable], "n_bootstrap": n_bootstrap, "delta": delta, "prior": prior,
+               "seed": seed, "mode": [mode.kind, mode.rounding, mode.k], "classes": [str(c) for c in classes],
+               "reference_models": reference_models}
+    # Reused only when every reference model came from the score cache, i.e. the exact arrays
+    # the stored results were computed from; always written, for the next run.
+    analysis = AnalysisCache(cache.directory, analysis_key(
+        target_outputs=outputs, reference_keys=() if refs is None else refs.keys, y=y, is_member=is_member,
+        options=options))
+    reuse = refs is None or refs.trained == 0
 
-            extra = len(X) * PERTURBATIONS
-            limit = (http or {}).get("max_queries")
-            if limit is not None and loaded.target.queries + extra > int(limit):
-                skipped.append(SkippedAttack(name=spec.name, reason=f"would send {extra} more queries; --max-queries {limit} leaves {int(limit) - loaded.target.queries}"))
-                continue
-            ui.info(f"{spec.name} sends {extra} more queries to the target")
+    def report_of(r: AttackResult) -> AttackReport:
+        return attack_report(r, data, classes, delta=delta, prior=prior, n_bootstrap=n_bootstrap, seed=seed)
+
+    # Attacks that only score outputs already in hand run side by side; query-sending ones run after,
+    # one at a time, so they respect the endpoint's rate and the query budget in order.
+    offline_specs = [s for s in runnable if not s.sends_queries]
+    stored = {s.name: analysis.load_attack(s.name) if reuse else None for s in offline_specs}
+    done_count = sum(v is not None for v in stored.values())
+
+    def scored(spec: AttackSpec) -> tuple[AttackResult, AttackReport]:
+        nonlocal done_count
+        result = run_attack(spec, ctx)
+        report = report_of(result)
+        analysis.store_attack(result, report)
+        done_count += 1
+        ui.progress("running attacks", done_count, len(runnable))
+        return result, report
+
+    to_run = [s for s in offline_specs if stored[s.name] is None]
+    by_name = {**{k: v for k, v in stored.items() if v is not None},
+               **dict(zip((s.name for s in to_run), thread_map(scored, to_run, jobs)))}
+    results: list[AttackResult] = []
+    reports: list[AttackReport] = []
+    for spec in runnable:
+        if not spec.sends_queries:
+            results.append(by_name[spec.name][0])
+            reports.append(by_name[spec.name][1])
+            continue
+        from privaudit.attacks.membership.label_only import PERTURBATIONS
+
+        extra = len(X) * PERTURBATIONS
+        limit = (http or {}).get("max_queries")
+        if limit is not None and loaded.target.queries + extra > int(limit):
+            skipped.append(SkippedAttack(name=spec.name, reason=f"would send {extra} more queries; --max-queries {limit} leaves {int(limit) - loaded.target.queries}"))
+            continue
+        ui.info(f"{spec.name} sends {extra} more queries to the target")
         try:
             results.append(run_attack(spec, ctx))
+            reports.append(report_of(results[-1]))
         except QueryBudgetExceeded as exc:
             skipped.append(SkippedAttack(name=spec.name, reason=str(exc)))
-        ui.progress("running attacks", i + 1, len(runnable))
+        done_count += 1
+        ui.progress("running attacks", done_count, len(runnable))
     if not results:
         raise NothingAuditable("no attack could run on this target: " + "; ".join(f"{s.name}: {s.reason}" for s in skipped))
 
-    prior = member_prior if member_prior is not None else n_train / len(X)
-    reports = [_attack_report(r, data, classes, delta=delta, prior=prior, n_bootstrap=n_bootstrap, seed=seed) for r in results]
-    best = _best(reports)
+    best = best_attack(reports)
     best_scores = next(r.scores for r in results if r.name == best)
     risk = metrics.per_record_risk(best_scores, is_member)[:n_train]
     order = np.argsort(-risk, kind="stable")[:RECORDS_AT_RISK]
     # Keyed with the training data's own hash: the data owner can match rows, while someone holding a
     # candidate record but not the whole training set cannot test it against the report.
-    hashes = rows_sha256(tr.X[order], salt=dataset_sha256(tr).encode())
+    hashes = rows_sha256(tr.X[order], salt=tr_sha.encode())
     at_risk = [RecordRisk(index=int(i), risk=float(risk[i]), row_sha256=str(h)) for i, h in zip(order, hashes)]
     dp = None
     if claimed_epsilon is not None:
-        dp = _dp_claim(results, data, claimed_epsilon, delta, split.passed, seed)
+        dp = dp_claim(results, data, claimed_epsilon, delta, split.passed, seed)
         if dp.contradicted:
             ui.warn(dp.message)
 
@@ -348,7 +304,12 @@ def audit(
     if what_if:
         from privaudit.whatif import what_if as _what_if
 
-        what_if_rows = _what_if(ctx, None if refs is None else refs.probabilities, is_member)
+        kept = analysis.load_what_if() if reuse else None
+        if kept is None:
+            kept = _what_if(ctx, None if refs is None else refs.probabilities, is_member,
+                            {r.name: r.scores for r in results}, jobs=jobs)
+            analysis.store_what_if(kept)
+        what_if_rows = kept
     inversion_section = attribute_section = None
     if inversion or sensitive:
         from privaudit.inversion_audit import run_attribute_section, run_inversion_section
@@ -367,7 +328,7 @@ def audit(
     report = Report(
         provenance=Provenance(privaudit_version=__version__, libraries=_versions(), seed=seed,
                               command_line=list(command_line if command_line is not None else sys.argv),
-                              sha256={"model": loaded.sha256, "train": dataset_sha256(tr), "holdout": dataset_sha256(ho)},
+                              sha256={"model": loaded.sha256, "train": tr_sha, "holdout": ho_sha},
                               created_at=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")),
         model=ModelInfo(path=loaded.path, format=loaded.format, output_mode=mode.kind, rounding=mode.rounding, k=mode.k,
                         classes=[str(c) for c in classes]),

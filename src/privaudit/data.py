@@ -199,6 +199,7 @@ def _from_frame(df: pd.DataFrame, label: str | None, src: str, sha: str | None, 
 
 
 def _from_arrays(X_in: Any, y_in: Any, src: str, sha: str | None) -> Dataset:
+    numeric: NDArray[np.float64] | None = None
     if isinstance(X_in, pd.DataFrame):
         names = _frame_names(X_in.columns)
         columns: list[tuple[str, Any]] = [(c, X_in.iloc[:, j]) for j, c in enumerate(names)]
@@ -214,14 +215,17 @@ def _from_arrays(X_in: Any, y_in: Any, src: str, sha: str | None) -> Dataset:
             raise DataError(f"{src}: X must be 2-D (rows × feature columns), got shape {arr.shape}{hint}")
         n, d = arr.shape
         names = _generated_names(d)
-        columns = [(names[j], arr[:, j]) for j in range(d)]
+        # A numeric array converts in one step; other dtypes are judged column by column for the errors.
+        numeric = np.array(arr, dtype=np.float64) if arr.dtype.kind in "biuf" else None
+        columns = [] if numeric is not None else [(names[j], arr[:, j]) for j in range(d)]
     label_name = y_in.name if isinstance(y_in, pd.Series) and isinstance(y_in.name, str) else None
     y = _labels(y_in, src, f"column {label_name!r}" if label_name else "y")
     if len(y) != n:
         raise DataError(f"{src}: X has {n} rows but y has {len(y)}; give exactly one label per row")
     if n == 0 or d == 0:
         raise DataError(f"{src}: X has shape {(n, d)}; it needs at least one record and one feature column")
-    return Dataset(_features(columns, src, n), y, names, src, sha, label_name)
+    X = numeric if numeric is not None else _features(columns, src, n)
+    return Dataset(X, y, names, src, sha, label_name)
 
 
 def _file_sha256(path: Path) -> str:

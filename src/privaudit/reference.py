@@ -45,6 +45,7 @@ class ReferenceScores:
     in_mask: NDArray[np.bool_]  # (K, n)
     trained: int  # how many were trained in this run (the rest came from the cache)
     recipe: str
+    keys: tuple[str, ...] = ()  # cache keys of the K models (recipe, data, seed, index)
 
 
 def _sha(*parts: str) -> str:
@@ -245,7 +246,7 @@ def train_reference_models(
             if on_progress:
                 on_progress(done, n_models)
     stacked = np.stack([p for p in probs if p is not None]) if n_models else np.zeros((0, len(y), n_classes))
-    return ReferenceScores(stacked, masks, trained=len(missing), recipe=recipe.description)
+    return ReferenceScores(stacked, masks, trained=len(missing), recipe=recipe.description, keys=tuple(keys))
 
 
 def _indexed(k: int, *args: Any) -> tuple[int, NDArray[np.float64]]:

@@ -122,12 +122,17 @@ def apply_output_mode(probabilities: NDArray[np.float64], mode: OutputMode) -> N
     p = np.asarray(probabilities, dtype=np.float64)
     if mode.kind == "label":
         return np.argmax(p, axis=-1).astype(np.int64)
-    out = p.copy()
     # Works on (n, C) and on stacked reference outputs (K, n, C): classes are always the last axis.
     if mode.kind == "top_k" and mode.k is not None and mode.k < p.shape[-1]:
-        order = np.argsort(-p, axis=-1, kind="stable")
-        drop = order[..., mode.k :]
-        np.put_along_axis(out, drop, np.nan, axis=-1)
+        # A partial sort finds the k kept classes; a full sort of every row would cost several times more.
+        if mode.k == 1:
+            keep = np.argmax(p, axis=-1)[..., None]
+        else:
+            keep = np.argpartition(-p, mode.k - 1, axis=-1)[..., : mode.k]
+        out = np.full_like(p, np.nan)
+        np.put_along_axis(out, keep, np.take_along_axis(p, keep, axis=-1), axis=-1)
+    else:
+        out = p.copy()
     if mode.rounding is not None:
         out = np.round(out, mode.rounding)
     return out

@@ -8,6 +8,7 @@ into numbers for this model: how much attack power each policy removes and what 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import replace
 
 import numpy as np
@@ -15,9 +16,10 @@ from numpy.typing import NDArray
 
 from privaudit import metrics
 from privaudit.attacks.membership import AttackContext, registry, run_attack
-from privaudit.attacks.membership.signals import probability_floor
+from privaudit.attacks.membership.signals import DEFAULT_FLOOR, probability_floor
 from privaudit.report.schema import FPR_KEYS, WhatIfRow
-from privaudit.target import OutputMode, apply_output_mode, softmax, to_probabilities
+from privaudit.threads import thread_map
+from privaudit.target import OutputMode, apply_output_mode, to_probabilities
 
 # Attacks that need no new queries and cover population, offline and online reference attacks.
 WHAT_IF_ATTACKS = ("loss", "lira_offline", "rmia_online")
@@ -32,13 +34,19 @@ VARIANTS: tuple[tuple[str, OutputMode, float | None], ...] = (
 
 
 def _tempered(probs: NDArray[np.float64], temperature: float | None) -> NDArray[np.float64]:
+    """softmax(log p / T) over the class axis, written as p^(1/T) / sum p^(1/T) (no log or exp)."""
     if temperature is None:
         return probs
-    return softmax(np.log(np.maximum(probs, 1e-300)), temperature)
+    p = np.maximum(probs, DEFAULT_FLOOR ** temperature)
+    p /= np.max(p, axis=-1, keepdims=True)
+    np.power(p, 1.0 / temperature, out=p)
+    p /= np.sum(p, axis=-1, keepdims=True)
+    return p
 
 
 def _row(label: str, ctx: AttackContext, is_member: NDArray[np.bool_], accuracy: float, calibrated: bool,
-         mode: OutputMode, temperature: float | None) -> WhatIfRow:
+         mode: OutputMode, temperature: float | None,
+         known: Mapping[str, NDArray[np.float64]] | None = None) -> WhatIfRow:
     specs = registry()
     best: tuple[float, float, str] | None = None
     best_tprs: dict[str, float | None] = {k: None for k in FPR_KEYS}
@@ -46,7 +54,7 @@ def _row(label: str, ctx: AttackContext, is_member: NDArray[np.bool_], accuracy:
         spec = specs[name]
         if mode.kind not in spec.kinds or (spec.needs_reference and ctx.reference_probs is None):
             continue
-        scores = run_attack(spec, ctx).scores
+        scores = known[name] if known is not None and name in known else run_attack(spec, ctx).scores
         points = metrics.tpr_at_fprs(scores, is_member, [float(k) for k in FPR_KEYS])
         tprs = {k: (None if (p := points[float(k)]) is None else p.tpr) for k in FPR_KEYS}
         auc = metrics.auc(scores, is_member)
@@ -58,15 +66,22 @@ def _row(label: str, ctx: AttackContext, is_member: NDArray[np.bool_], accuracy:
                      tpr_at_fpr=best_tprs, accuracy=accuracy, calibrated_probabilities=calibrated)
 
 
-def what_if(ctx: AttackContext, raw_reference_probs: NDArray[np.float64] | None, is_member: NDArray[np.bool_]) -> list[WhatIfRow]:
-    """Rows for the audited serving mode and each hardened variant (needs the target's full probabilities)."""
+def what_if(ctx: AttackContext, raw_reference_probs: NDArray[np.float64] | None, is_member: NDArray[np.bool_],
+            audited_scores: Mapping[str, NDArray[np.float64]] | None = None, *, jobs: int | None = 1) -> list[WhatIfRow]:
+    """Rows for the audited serving mode and each hardened variant (needs the target's full probabilities).
+
+    ``audited_scores`` holds the scores the audit's own attacks already computed on ``ctx``; the
+    "as audited" row reuses them instead of running those attacks a second time.
+    """
     if ctx.target_probs is None or ctx.mode.kind not in ("probabilities", "logits") or ctx.mode.rounding is not None:
         return []  # already hardened: the full probabilities needed to simulate other policies are not available
     full = ctx.target_probs
     holdout = ~is_member
     rows = [_row("as audited", ctx, is_member, metrics.accuracy(ctx.y[holdout], np.argmax(full[holdout], axis=1)),
-                 True, ctx.mode, None)]
-    for label, mode, temperature in VARIANTS:
+                 True, ctx.mode, None, audited_scores)]
+
+    def variant_row(variant_spec: tuple[str, OutputMode, float | None]) -> WhatIfRow:
+        label, mode, temperature = variant_spec
         target_seen = apply_output_mode(_tempered(full, temperature), mode)
         refs_seen = None
         if raw_reference_probs is not None and mode.has_scores:
@@ -78,5 +93,6 @@ def what_if(ctx: AttackContext, raw_reference_probs: NDArray[np.float64] | None,
         labels = target_seen if mode.kind == "label" else np.argmax(np.nan_to_num(target_seen, nan=-1.0), axis=1)
         acc = metrics.accuracy(ctx.y[holdout], np.asarray(labels)[holdout])
         calibrated = mode.kind == "probabilities" and (mode.rounding is None or mode.rounding >= 2) and temperature is None
-        rows.append(_row(label, variant, is_member, acc, calibrated, mode, temperature))
-    return rows
+        return _row(label, variant, is_member, acc, calibrated, mode, temperature)
+
+    return rows + thread_map(variant_row, VARIANTS, jobs)

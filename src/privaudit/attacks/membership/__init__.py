@@ -39,10 +39,19 @@ class AttackContext:
     target: Target | None  # for attacks that send their own queries
     seed: int
     floor: float  # probability floor given the output's rounding
+    # Signals several attacks derive from the same arrays (e.g. RMIA's tempered likelihoods), kept for
+    # the life of this context. Not an __init__ argument: ``dataclasses.replace`` starts a fresh one.
+    memo: dict[Any, Any] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     @property
     def n_reference(self) -> int:
         return 0 if self.reference_in is None else int(self.reference_in.shape[0])
+
+    def memoised(self, key: Any, compute: Callable[[], Any]) -> Any:
+        """``compute()``, evaluated once per key for this context."""
+        if key not in self.memo:
+            self.memo[key] = compute()
+        return self.memo[key]
 
 
 @dataclass(frozen=True)

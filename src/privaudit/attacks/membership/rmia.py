@@ -48,6 +48,16 @@ def log_ratio(
     return result
 
 
+def _reference_likelihood(ctx: AttackContext, temperature: float) -> NDArray[np.float64]:
+    """Every reference model's tempered p(x|theta_k), shared by the online and offline attacks and their tuning."""
+    assert ctx.reference_probs is not None
+    probs = ctx.reference_probs
+    result: NDArray[np.float64] = ctx.memoised(
+        ("rmia_reference_likelihood", temperature),
+        lambda: tempered_true_class_probability(probs, ctx.y, temperature, ctx.floor))
+    return result
+
+
 def _tuning_quality(scores: NDArray[np.float64], truth: NDArray[np.bool_]) -> float:
     point = metrics.tpr_at_fpr(scores, truth, _TUNING_FPR)
     tpr = 0.0 if point is None else point.tpr
@@ -64,7 +74,7 @@ def tune(ctx: AttackContext, *, offline: bool) -> tuple[float, float, bool]:
     grid_a = OFFLINE_A if offline else (0.0,)
     best = (-np.inf, DEFAULT_TEMPERATURE, DEFAULT_A if offline else 0.0)
     for t in TEMPERATURES:
-        probs = tempered_true_class_probability(ctx.reference_probs, ctx.y, t, ctx.floor)
+        probs = _reference_likelihood(ctx, t)
         for a in grid_a:
             quality = 0.0
             for k in pseudo_targets:
@@ -86,7 +96,7 @@ def _run(ctx: AttackContext, *, offline: bool) -> AttackResult:
         raise ValueError("RMIA needs reference models and score outputs")
     temperature, a, tuned = tune(ctx, offline=offline)
     target_p = tempered_true_class_probability(ctx.target_probs, ctx.y, temperature, ctx.floor)
-    ref_p = tempered_true_class_probability(ctx.reference_probs, ctx.y, temperature, ctx.floor)
+    ref_p = _reference_likelihood(ctx, temperature)
     scores = log_ratio(target_p, ref_p, ctx.reference_in, offline=offline, a=a)
     name = "rmia_offline" if offline else "rmia_online"
     params: dict[str, object] = {"temperature": temperature, "tuned_on_reference_models": tuned}

@@ -35,10 +35,27 @@ def scaled_logit(probs: NDArray[np.float64], y: NDArray[np.int64], floor: float 
 def tempered_true_class_probability(
     probs: NDArray[np.float64], y: NDArray[np.int64], temperature: float, floor: float = DEFAULT_FLOOR
 ) -> NDArray[np.float64]:
-    """softmax(log p / T)_y: the RMIA likelihood p(x|theta) at softmax temperature T (Zarifzadeh et al. 2024)."""
-    logp = np.log(np.maximum(probs, floor)) / temperature
-    logp = logp - np.max(logp, axis=-1, keepdims=True)
-    e = np.exp(logp)
+    """softmax(log p / T)_y: the RMIA likelihood p(x|theta) at softmax temperature T (Zarifzadeh et al. 2024).
+
+    Computed as p_y^(1/T) / sum_c p_c^(1/T) after scaling each row by its largest probability, which
+    is the same quantity without a logarithm and an exponential over every class (square roots for the
+    usual T = 2 and 4), and cannot overflow or underflow to an all-zero row.
+    """
+    # Below DEFAULT_FLOOR ** T a probability would leave the normal float range once raised to 1/T,
+    # where arithmetic is slow and the value is negligible against the row's largest entry anyway.
+    p = np.maximum(probs, max(floor, DEFAULT_FLOOR ** temperature))
+    p /= np.max(p, axis=-1, keepdims=True)
+    power = 1.0 / temperature
+    if power == 1.0:
+        e = p
+    elif power == 0.5:
+        e = np.sqrt(p, out=p)
+    elif power == 0.25:
+        e = np.sqrt(np.sqrt(p, out=p), out=p)
+    elif power == 2.0:
+        e = np.multiply(p, p, out=p)
+    else:
+        e = np.power(p, power, out=p)
     out: NDArray[np.float64] = true_class_probability(e, y) / np.sum(e, axis=-1)
     return out
 
