@@ -424,8 +424,13 @@ def duplicate_rows(train_X: NDArray[Any], holdout_X: NDArray[Any]) -> int:
     """How many holdout rows also appear, value for value, in train (they blur the audit)."""
     if np.shape(train_X)[1:] != np.shape(holdout_X)[1:]:
         return 0  # rows of different widths cannot be equal
-    seen = set(rows_sha256(train_X).tolist())
-    return sum(1 for h in rows_sha256(holdout_X).tolist() if h in seen)
+    # Rows compared by their canonical bytes directly: a set of byte strings, no per-row hashing call.
+    width = 8 * int(np.shape(train_X)[1]) if np.ndim(train_X) == 2 else 0
+    if width == 0:
+        return 0
+    tr, ho = _canonical(train_X).tobytes(), _canonical(holdout_X).tobytes()
+    seen = {tr[i:i + width] for i in range(0, len(tr), width)}
+    return sum(1 for i in range(0, len(ho), width) if ho[i:i + width] in seen)
 
 
 def dataset_sha256(ds: Dataset) -> str:

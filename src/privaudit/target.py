@@ -72,12 +72,13 @@ def to_probabilities(outputs: NDArray[np.float64], mode: OutputMode) -> NDArray[
     if mode.kind == "logits":
         return softmax(out)
     if mode.kind == "top_k":
-        out = out.copy()
         missing = np.isnan(out)
         n_missing = missing.sum(axis=-1, keepdims=True)
-        rest = np.clip(1.0 - np.nansum(out, axis=-1, keepdims=True), 0.0, 1.0)
+        filled = np.where(missing, 0.0, out)
+        rest = np.clip(1.0 - filled.sum(axis=-1, keepdims=True), 0.0, 1.0)
         fill = np.divide(rest, n_missing, out=np.zeros_like(rest), where=n_missing > 0)
-        out = np.where(missing, np.broadcast_to(fill, out.shape), out)
+        np.copyto(filled, np.broadcast_to(fill, out.shape), where=missing)
+        return filled
     return out
 
 
@@ -107,8 +108,11 @@ def detect_output_mode(outputs: NDArray[np.generic], n_classes: int) -> OutputMo
 def _detect_rounding(values: NDArray[np.float64]) -> int | None:
     if values.size == 0:
         return None
+    # A sample rules most candidates out cheaply; only one that passes it is checked on every value.
+    sample = values[:: max(1, values.size // 20_000)]
     for decimals in range(0, 7):
-        if np.allclose(values, np.round(values, decimals), rtol=0.0, atol=1e-9):
+        if np.allclose(sample, np.round(sample, decimals), rtol=0.0, atol=1e-9) and (
+                sample.size == values.size or np.allclose(values, np.round(values, decimals), rtol=0.0, atol=1e-9)):
             return decimals
     return None
 
@@ -120,6 +124,8 @@ def apply_output_mode(probabilities: NDArray[np.float64], mode: OutputMode) -> N
     scoring of hardened deployments.
     """
     p = np.asarray(probabilities, dtype=np.float64)
+    if mode.kind in ("probabilities", "logits") and mode.rounding is None:
+        return p  # nothing to harden; callers never write into the result
     if mode.kind == "label":
         return np.argmax(p, axis=-1).astype(np.int64)
     # Works on (n, C) and on stacked reference outputs (K, n, C): classes are always the last axis.

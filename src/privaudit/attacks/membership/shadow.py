@@ -13,7 +13,7 @@ from numpy.typing import NDArray
 from privaudit.attacks.membership import AttackContext, AttackResult, register_attack
 from privaudit.attacks.membership.signals import entropy, scaled_logit
 
-MAX_TRAINING_ROWS = 100_000
+MAX_TRAINING_ROWS = 50_000  # ample for a classifier on six features
 
 
 def features(probs: NDArray[np.float64], y: NDArray[np.int64], floor: float) -> NDArray[np.float64]:
@@ -37,12 +37,14 @@ def run(ctx: AttackContext) -> AttackResult:
 
     if ctx.reference_probs is None or ctx.reference_in is None or ctx.target_probs is None:
         raise ValueError("the shadow attack needs reference models and score outputs")
-    feats = features(ctx.reference_probs, ctx.y, ctx.floor).reshape(-1, 6)
+    k_models, n, n_classes = ctx.reference_probs.shape
     labels = ctx.reference_in.reshape(-1)
     rng = np.random.default_rng(ctx.seed)
-    if len(labels) > MAX_TRAINING_ROWS:
-        keep = rng.choice(len(labels), MAX_TRAINING_ROWS, replace=False)
-        feats, labels = feats[keep], labels[keep]
+    # Sample the (model, record) pairs first, then compute features for those pairs only.
+    keep = np.sort(rng.choice(len(labels), MAX_TRAINING_ROWS, replace=False)) if len(labels) > MAX_TRAINING_ROWS \
+        else np.arange(len(labels))
+    feats = features(ctx.reference_probs.reshape(-1, n_classes)[keep], np.tile(ctx.y, k_models)[keep], ctx.floor)
+    labels = labels[keep]
     feats = np.clip(feats, -1e6, 1e6)  # saturated logits of memorised records would be +inf
     clf = HistGradientBoostingClassifier(max_iter=100, random_state=int(rng.integers(2**31 - 1)))
     with threadpool_limits(limits=1, user_api="openmp"):  # see splitcheck: competing OpenMP threads crawl
