@@ -40,7 +40,7 @@ from privaudit.attacks.inversion import (
     white_box_gradient,
 )
 from privaudit.attacks.inversion.evaluate import model_family, score, time_to_reconstruct, train_evaluator
-from privaudit.attacks.inversion.miface import nes_gradient, total_variation, white_box_oracle
+from privaudit.attacks.inversion.miface import log_odds_cost, nes_gradient, total_variation, white_box_oracle
 from privaudit.errors import ConfigError
 from privaudit.models.http import HttpSettings, HttpTarget
 from privaudit.models.pycallable import CallableTarget
@@ -143,31 +143,48 @@ def test_smoothed_white_box_reports_point_confidence_and_counts_every_evaluation
     assert all(rec.queries == rec.steps for rec in plain.classes)  # one evaluation per step, nothing extra
 
 
+def test_log_odds_cost_known_values() -> None:
+    q = 1.0 / (1.0 + np.exp(-5.0))
+    cost, slope = log_odds_cost(np.array([0.5, q, 1.0 - 1e-12, 0.0]), 1e-12, 20.0)
+    # log-odds 0, 5, ~27.6 (already past the target), and -27.6 (p floored at 1e-12); the slope is
+    # d(-log(p / (1 - p)))/dp = -1 / (p (1 - p)).
+    assert cost[0] == pytest.approx(20.0) and slope[0] == pytest.approx(-4.0)
+    assert cost[1] == pytest.approx(15.0) and slope[1] == pytest.approx(-1.0 / (q * (1.0 - q)))
+    assert cost[2] == 0.0 and slope[2] == 0.0
+    assert cost[3] == pytest.approx(20.0 + np.log((1 - 1e-12) / 1e-12))
+    # Rounded to 2 decimals, log-odds beyond log(0.995 / 0.005) = 5.29 cannot be seen, so 1.00 meets the target.
+    cost, slope = log_odds_cost(np.array([1.0, 0.0, 0.5]), 0.005, 20.0)
+    assert cost[0] == 0.0 and slope[0] == 0.0
+    assert cost[1] == pytest.approx(np.log(0.995 / 0.005) - np.log(0.005)) and cost[2] == pytest.approx(np.log(0.995 / 0.005))
+
+
 def test_smoothed_oracle_averages_over_the_neighbourhood() -> None:
-    # -log p = x0^2 + w . x[1:] in original units, bounds [-10, 10] (span 20) so that no sample is clipped.
-    w = np.array([0.5, -2.0])
+    # p = sigmoid(w . x + b): the log-odds are w . x + b exactly, so the cost (their shortfall from the
+    # target) has gradient -w at every sample that is short of it, and the neighbourhood average is exact.
+    w, b = np.array([0.5, -2.0, 1.0]), 3.0
 
     def fn(x: np.ndarray, c: int) -> tuple[float, np.ndarray]:
-        f = x[0] ** 2 + w @ x[1:]
-        p = float(np.exp(-f))
-        return p, -p * np.concatenate([[2.0 * x[0]], w])
+        p = float(1.0 / (1.0 + np.exp(-(w @ x + b))))
+        return p, p * (1.0 - p) * w
 
     lo, span = np.full(3, -10.0), np.full(3, 20.0)
-    u = np.array([0.5, 0.5, 0.5])  # x = 0, where the point objective is 0 and p = 1
-    point = white_box_oracle(fn, lo, span)
+    u = np.array([0.5, 0.5, 0.5])  # x = 0: log-odds b = 3
+    point = white_box_oracle(fn, lo, span, target=20.0)
     value, grad, p, spent = point(u, 0)
-    assert value == pytest.approx(0.0) and p == pytest.approx(1.0) and spent == 1
-    assert np.allclose(grad, [0.0, 0.5 * 20, -2.0 * 20])
-    # Smoothing by 0.01 of the range is sigma s = 0.2 in x. Then E[-log p] = E[x0^2] + E[w . z] = s^2 = 0.04;
-    # E[p] = E[exp(-x0^2)] E[exp(-w . z)] = exp(s^2 |w|^2 / 2) / sqrt(1 + 2 s^2); and the linear part's
-    # gradient is the same everywhere, so its average is exact while 2 * x0 * span averages to 0.
-    smooth = white_box_oracle(fn, lo, span, smoothing=0.01, samples=20000, rng=np.random.default_rng(0))
+    assert value == pytest.approx(17.0) and p == pytest.approx(1 / (1 + np.exp(-3.0))) and spent == 1
+    assert np.allclose(grad, -w * 20.0)
+    # Smoothing by 0.01 of the range is a standard deviation of 0.2 in x: the log-odds of a sample vary by
+    # 0.2 * |w| = 0.46, far from the target, so every sample is short of it and pulls along -w.
+    smooth = white_box_oracle(fn, lo, span, smoothing=0.01, samples=5000, rng=np.random.default_rng(0), target=20.0)
     value, grad, p, spent = smooth(u, 0)
-    assert spent == 20000
-    assert grad[1:] == pytest.approx([0.5 * 20, -2.0 * 20], rel=1e-9)
-    assert abs(grad[0]) < 0.25  # standard error 4 * 0.2 / sqrt(20000) * 20 = 0.11
-    assert value == pytest.approx(0.04, abs=0.015)  # standard error 0.003
-    assert p == pytest.approx(np.exp(0.04 * 4.25 / 2) / np.sqrt(1.08), abs=0.02)  # standard error 0.003
+    assert spent == 5000
+    assert np.allclose(grad, -w * 20.0, rtol=1e-6)
+    assert value == pytest.approx(17.0, abs=0.03)  # standard error 0.46 / sqrt(5000) = 0.0065
+    # Mean confidence over the neighbourhood is below the point's (the sigmoid is concave there).
+    assert p < 1 / (1 + np.exp(-3.0)) and p == pytest.approx(1 / (1 + np.exp(-3.0)), abs=0.01)
+    # Past the target everywhere: nothing left to climb, the cost and its gradient are 0.
+    value, grad, _, _ = white_box_oracle(fn, lo, span, target=2.0)(u, 0)
+    assert value == 0.0 and not np.any(grad)
 
 
 # --- black box over HTTP ------------------------------------------------------------------------

@@ -249,10 +249,11 @@ def run_inversion(
         if chosen == "white-box":
             assert grad is not None
             oracle = white_box_oracle(grad, lo, span, smoothing=cfg.smoothing if smooth else 0.0,
-                                      samples=cfg.smoothing_samples, rng=class_rng)
+                                      samples=cfg.smoothing_samples, rng=class_rng, target=cfg.log_odds_target)
             per_call = cfg.smoothing_samples if smooth else 1
         else:
-            oracle = black_box_oracle(tgt, out_mode, lo, span, cfg.sigma, cfg.samples, class_rng)
+            oracle = black_box_oracle(tgt, out_mode, lo, span, cfg.sigma, cfg.samples, class_rng,
+                                      cfg.log_odds_target)
             per_call = 2 * max(cfg.samples // 2, 1)
         outcome = descend(oracle, c, u0, cfg, budget=max_queries_per_class - extra, cost_per_call=per_call,
                           fixed=span == 0)

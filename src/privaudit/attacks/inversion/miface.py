@@ -1,6 +1,6 @@
 """MI-Face (Fredrikson, Jha, Ristenpart 2015): rebuild a class's typical input from the model alone.
 
-Gradient descent on ``c(x) = 1 - p(class | x) + lambda * prior(x)``, projected onto the feature
+Gradient descent on a classification cost plus ``lambda * prior(x)``, projected onto the feature
 bounds, keeping the best iterate. Two gradient sources share one loop:
 
 * white box -- :func:`white_box_gradient` differentiates the model exactly (scikit-learn MLP and
@@ -8,19 +8,22 @@ bounds, keeping the best iterate. Two gradient sources share one loop:
 * black box -- :func:`nes_gradient` estimates the gradient from queries alone (antithetic NES),
   so any :class:`~privaudit.target.Target`, HTTP included, can be inverted.
 
-The step direction comes from ``-log p`` rather than ``1 - p``: both have the same descent
-direction (``grad(-log p) = grad(1 - p) / p``) but the log version keeps a usable size when the
-start point is far from the class and ``p`` is tiny, which is exactly where 1 - p goes flat.
+The paper's cost is ``1 - p(class | x)``, stopped once it falls below gamma. Here the cost is how
+far the class's log-odds ``log(p / (1 - p))`` fall short of ``log_odds_target`` (20 by default,
+p = 1 - 2e-9); gamma applies to that shortfall. Steps have a fixed length, so at a single point
+the step direction is the paper's (the gradient of the log-odds is that of p, rescaled); what
+changes is when the descent stops. An overconfident network says 99.9 % a few steps away from a
+grey start image that still looks like nothing, where 1 - p is already flat, while its log-odds
+keep rising for as long as the input keeps gaining the class's features.
+
+Both modes climb the cost averaged over a Gaussian neighbourhood of the current point rather than
+at the point (NES estimates exactly that gradient; the white box averages exact gradients). The
+exact gradient at a single point follows the model's most brittle directions; averaged over a
+neighbourhood, only directions that raise the class robustly survive, every sample short of the
+target pulling with its full log-odds gradient, and the descent stops only once the whole
+neighbourhood is the class. bench/inversion.py measures both choices against the paper's.
 Everything works in coordinates normalised to the bounds, so step sizes and sigma are shares of
 each feature's range.
-
-Both modes climb the confidence averaged over a Gaussian neighbourhood of the current point rather
-than at the point (NES estimates exactly that gradient; the white box averages exact gradients).
-The exact gradient at a single point follows the model's most brittle directions: on a digits MLP,
-plain descent from a grey start reaches 99.9 % confidence within a few steps on images that still
-look grey, and an independent judge misreads a tenth to a fifth of them. Averaged over a
-neighbourhood, only directions that raise the confidence robustly survive, and the descent stops
-only once the whole neighbourhood is the class.
 """
 
 from __future__ import annotations
@@ -37,7 +40,8 @@ from privaudit.target import OutputMode, Target, to_probabilities
 Array = NDArray[np.float64]
 # fn(x, class_index) -> (p(class | x), d p / d x), for one record x of shape (d,).
 GradientFn = Callable[[Array, int], tuple[float, Array]]
-# Objective oracle in normalised coordinates: u, class -> (value of -log p, its gradient, p, queries).
+# Objective oracle in normalised coordinates: u, class -> (cost, its gradient, p, queries). The cost is
+# the log-odds shortfall (see log_odds_cost), 0 once the target is reached.
 Oracle = Callable[[Array, int], tuple[float, Array, float, int]]
 
 TINY = 1e-12  # probability floor for white-box outputs (exact, so only log(0) must be avoided)
@@ -51,7 +55,8 @@ class MIFaceConfig:
     step: float = 0.05  # RMS change per feature per step, as a share of the feature's range
     max_steps: int = 300
     patience: int = 40  # beta: stop after this many steps without improvement
-    gamma: float = 1e-3  # stop once 1 - p falls below this
+    gamma: float = 1e-3  # stop once the cost (log-odds shortfall) falls below this
+    log_odds_target: float = 20.0  # climb log(p / (1 - p)) up to this (6.9 is p = 0.999)
     prior_weight: float = 0.5  # lambda
     image_shape: tuple[int, ...] | None = None  # (H, W) or (H, W, channels): TV prior instead of L2
     denoise_every: int | None = None  # apply a small Gaussian filter every k steps (images only)
@@ -272,8 +277,24 @@ def white_box_gradient(model: Any, *, input_shape: tuple[int, ...] | None = None
     return fn
 
 
+def log_odds_cost(p: Array, floor: float, target: float) -> tuple[Array, Array]:
+    """Per sample: the shortfall of ``log(p / (1 - p))`` from ``target``, and d(shortfall)/dp.
+
+    ``floor`` is the smallest probability the outputs can resolve (one rounding unit, or TINY), so
+    the log-odds cannot be observed beyond ``log((1 - floor) / floor)``; the target is capped there
+    so that rounded outputs can still reach it. Samples at or above the target cost 0 and push no
+    further: the step follows the points of the neighbourhood that are not yet the class.
+    """
+    p = np.asarray(p, dtype=np.float64)
+    cap = min(target, float(np.log((1.0 - floor) / floor)))
+    lo, hi = np.maximum(p, floor), np.maximum(1.0 - p, floor)
+    shortfall = cap - (np.log(lo) - np.log(hi))
+    active = shortfall > 0.0
+    return np.where(active, shortfall, 0.0), np.where(active, -(1.0 / lo + 1.0 / hi), 0.0)
+
+
 def white_box_oracle(fn: GradientFn, lo: Array, span: Array, *, smoothing: float = 0.0, samples: int = 0,
-                     rng: np.random.Generator | None = None) -> Oracle:
+                     rng: np.random.Generator | None = None, target: float = 20.0) -> Oracle:
     """Objective oracle from an exact gradient: one model evaluation per call, or ``samples`` when smoothing.
 
     With ``smoothing`` > 0 the value, gradient and confidence are averages over ``samples`` points
@@ -284,8 +305,8 @@ def white_box_oracle(fn: GradientFn, lo: Array, span: Array, *, smoothing: float
 
         def point(u: Array, c: int) -> tuple[float, Array, float, int]:
             p, g = fn(lo + u * span, c)
-            pc = max(p, TINY)
-            return -float(np.log(pc)), -g * span / pc, p, 1
+            cost, dcost = log_odds_cost(np.array([p]), TINY, target)
+            return float(cost[0]), float(dcost[0]) * g * span, p, 1
 
         return point
     gen = rng if rng is not None else np.random.default_rng(0)
@@ -294,9 +315,9 @@ def white_box_oracle(fn: GradientFn, lo: Array, span: Array, *, smoothing: float
         points = np.clip(u + smoothing * gen.standard_normal((samples, u.size)), 0.0, 1.0)
         ps, grads = zip(*(fn(lo + v * span, c) for v in points))
         p = np.asarray(ps, dtype=np.float64)
-        pc = np.maximum(p, TINY)
-        g = np.mean(np.asarray(grads, dtype=np.float64) / pc[:, None], axis=0)
-        return -float(np.mean(np.log(pc))), -g * span, float(np.mean(p)), samples
+        cost, dcost = log_odds_cost(p, TINY, target)
+        g = np.mean(np.asarray(grads, dtype=np.float64) * dcost[:, None], axis=0)
+        return float(np.mean(cost)), g * span, float(np.mean(p)), samples
 
     return smoothed
 
@@ -312,10 +333,10 @@ def nes_gradient(values: Array, noise: Array, sigma: float) -> Array:
 
 
 def black_box_oracle(target: Target, mode: OutputMode, lo: Array, span: Array, sigma: float, samples: int,
-                     rng: np.random.Generator) -> Oracle:
+                     rng: np.random.Generator, log_odds_target: float = 20.0) -> Oracle:
     """Objective oracle from queries: ``samples`` perturbations of the point in one predict call.
 
-    The value and confidence are the means over the perturbed records, i.e. the Gaussian-smoothed
+    The cost and confidence are the means over the perturbed records, i.e. the Gaussian-smoothed
     objective whose gradient NES estimates, so the descent tracks and stops on what it follows.
     Rounded outputs make small perturbations invisible, hence sigma is a sizeable share of the
     range; top-k answers that omit the class give it the evenly spread residual mass
@@ -331,11 +352,11 @@ def black_box_oracle(target: Target, mode: OutputMode, lo: Array, span: Array, s
         points = np.clip(np.concatenate([u + s * noise, u - s * noise]), 0.0, 1.0)
         probs = to_probabilities(np.asarray(target.predict(lo + points * span), dtype=np.float64), mode)
         p = np.nan_to_num(probs[:, c], nan=0.0)
-        f = np.log(np.maximum(p, floor))
+        cost, _ = log_odds_cost(p, floor, log_odds_target)
         # All samples equal: rounding hid every change, so look further out next time; once the
         # class is visible again, drift back to the requested sigma for a sharper estimate.
-        state["sigma"] = min(MAX_SIGMA, 2.0 * s) if np.ptp(f) == 0.0 else max(sigma, 0.8 * s)
-        return -float(np.mean(f)), -nes_gradient(f, noise, s), float(np.mean(p)), len(points)
+        state["sigma"] = min(MAX_SIGMA, 2.0 * s) if np.ptp(cost) == 0.0 else max(sigma, 0.8 * s)
+        return float(np.mean(cost)), nes_gradient(cost, noise, s), float(np.mean(p)), len(points)
 
     return oracle
 
@@ -345,7 +366,7 @@ def black_box_oracle(target: Target, mode: OutputMode, lo: Array, span: Array, s
 
 def descend(oracle: Oracle, c: int, u0: Array, cfg: MIFaceConfig, *, budget: int | None = None,
             cost_per_call: int = 1, fixed: NDArray[np.bool_] | None = None) -> DescentOutcome:
-    """Projected, normalised gradient descent on ``-log p + lambda * prior``; keeps the best iterate.
+    """Projected, normalised gradient descent on ``cost + lambda * prior``; keeps the best iterate.
 
     Every step has the same RMS length (``cfg.step``, halved after each stretch of patience/4
     steps without progress) so the noisy, arbitrarily scaled black-box estimates and the exact
@@ -355,7 +376,7 @@ def descend(oracle: Oracle, c: int, u0: Array, cfg: MIFaceConfig, *, budget: int
     """
     u = u0.copy()
     prior = (lambda v: total_variation(v, cfg.image_shape)) if cfg.image_shape else (lambda v: l2_prior(v, u0))
-    best_u, best_obj, best_p, start_p = u.copy(), np.inf, 0.0, float("nan")
+    best_u, best_obj, best_p, best_cost, start_p = u.copy(), np.inf, 0.0, np.inf, float("nan")
     step, stale, flat, queries, reason = cfg.step, 0, 0, 0, "max_steps"
     calls = 0
     for it in range(1, cfg.max_steps + 1):
@@ -370,10 +391,10 @@ def descend(oracle: Oracle, c: int, u0: Array, cfg: MIFaceConfig, *, budget: int
         if np.isnan(start_p):
             start_p = p
         if obj < best_obj - 1e-9:
-            best_u, best_obj, best_p, stale = u.copy(), obj, p, 0
+            best_u, best_obj, best_p, best_cost, stale = u.copy(), obj, p, value, 0
         else:
             stale += 1
-        if 1.0 - best_p < cfg.gamma:
+        if best_cost < cfg.gamma:
             reason = "converged"
             break
         flat = flat + 1 if not np.any(grad) else 0
