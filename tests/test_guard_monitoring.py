@@ -31,7 +31,7 @@ from privaudit.guard.querylog import LogConfig, QueryLog, features_from_record, 
 
 KEY_ENV = "PRIVAUDIT_TEST_LOG_KEY"
 KEY = "test-log-key-0123456789abcdef"
-ALL = {"prada": {}, "fingerprint": {}, "rotation": {}, "boundary": {}, "volume": {}}
+ALL = {"prada": {}, "fingerprint": {}, "knn": {}, "manifold": {}, "rotation": {}, "boundary": {}, "volume": {}}
 LEVELS = ["log", "degrade", "throttle", "block"]
 ATTACKS = {"jacobian": T.jacobian_extraction, "nes": T.nes_inversion, "label_only": T.label_only_mi,
            "boundary": T.boundary_walk}
@@ -126,6 +126,78 @@ def test_lime_explainer_on_the_allow_list_stays_at_log(sim: Run, target: T.Targe
                                T.nes_inversion(target, np.random.default_rng(4), start=T.T0 + 1000)))
     st = mon.standings.peek("atk-nes")
     assert st is not None and st.first_alarm and st.max_step == 0
+    mon.close()
+
+
+def miface_requests(target: T.Target, principal: str, start: float, *, rounding: int | None,
+                    start_point: np.ndarray | None = None, budget: int = 400) -> list[T.Request]:
+    """The queries privaudit's own black-box MI-Face sends (NES around a moving centre), 20 rows a
+    request. Rounded answers make it widen its perturbations until the class shows again."""
+    from privaudit.attacks.inversion import run_inversion
+    from privaudit.models.pycallable import CallableTarget
+
+    sent: list[np.ndarray] = []
+
+    def predict(X: np.ndarray) -> np.ndarray:
+        sent.append(np.array(X))
+        p = target.proba(X)
+        return p if rounding is None else np.round(p, rounding)
+
+    run_inversion(CallableTarget(predict, classes=np.arange(10)), n_classes=10, n_features=64, bounds=(0.0, 16.0),
+                  mode="black-box", image_shape=(8, 8), classes_to_invert=[3], max_queries_per_class=budget, seed=0,
+                  start_point=start_point)
+    rows = np.vstack(sent)
+    return [T.Request(principal, start + 0.5 * i, "203.0.113.9", rows[j:j + 20])
+            for i, j in enumerate(range(0, len(rows), 20))]
+
+
+def _flagged_by(mon: Monitor, principal: str) -> dict[str, int]:
+    st = mon.standings.peek(principal)
+    return {} if st is None else {d: a["queries"] for d, a in st.first_alarm.items()}
+
+
+def test_knn_flags_gradient_estimation_clouds_between_grid_and_manifold(target: T.Target) -> None:
+    # NES around an ordinary-looking point with a sigma of a tenth of the pixel range (MI-Face's
+    # default): too wide for near-duplicates on the fingerprint grid, too natural for the manifold
+    # detector, yet every sample is much closer to the attacker's earlier queries than digits are.
+    benign = T.benign_sessions(target, np.random.default_rng(20), principals=40, max_queries=150, span=1200)
+    attack = T.nes_inversion(target, np.random.default_rng(5), principal="atk-nes", start=T.T0 + 700, sigma=1.6,
+                             iters=15)
+    mon = monitor()
+    first = drive(mon, target, T.merge(benign, attack))
+    assert 0 < first["atk-nes"] <= 200, first.get("atk-nes")
+    fired = _flagged_by(mon, "atk-nes")
+    assert "knn" in fired and not {"fingerprint", "manifold"} & set(fired), fired
+    assert not [p for p in first if p.startswith("user-")]
+    st = mon.standings.peek("atk-nes")
+    assert st is not None and st.first_alarm["knn"]["evidence"]["close"] >= 10
+    mon.close()
+
+
+def test_manifold_flags_miface_on_rounded_scores(target: T.Target) -> None:
+    # Against rounded answers MI-Face widens its noise until the class shows: its queries look like
+    # nothing a digit reader sends, far off the principal subspace of ordinary traffic.
+    benign = T.benign_sessions(target, np.random.default_rng(21), principals=40, max_queries=150, span=1200)
+    attack = miface_requests(target, "atk-miface", T.T0 + 700, rounding=2)
+    mon = monitor(detectors={"manifold": {}})
+    first = drive(mon, target, T.merge(benign, attack))
+    assert 0 < first["atk-miface"] <= 200, first.get("atk-miface")
+    assert not [p for p in first if p.startswith("user-")]
+    assert mon.detectors["manifold"].subspace is not None  # type: ignore[attr-defined]
+    mon.close()
+
+
+def test_manifold_calibration_drops_an_early_prober(target: T.Target) -> None:
+    # A prober among the first principals (uniform noise images) must not teach the detector that
+    # noise is ordinary: its sample is dropped from the subspace, which still flags the next prober.
+    rng = np.random.default_rng(22)
+    noise = [T.Request("early-prober", T.T0 + 5 * i, "192.0.2.1", rng.uniform(0, 16, size=(2, 64))) for i in range(15)]
+    benign = T.benign_sessions(target, rng, principals=30, max_queries=120, span=600)
+    late = [T.Request("late-prober", T.T0 + 2000 + i, "192.0.2.2", rng.uniform(0, 16, size=(2, 64))) for i in range(30)]
+    mon = monitor(detectors={"manifold": {"calibration_principals": 5}})
+    first = drive(mon, target, T.merge(noise, benign, late))
+    assert "late-prober" in first and first["late-prober"] <= 40
+    assert not [p for p in first if p.startswith("user-")]
     mon.close()
 
 
@@ -423,7 +495,7 @@ def test_monitor_command_reports_probing(sim: Run, tmp_path: Path) -> None:
     outs = [tmp_path / "m.json", tmp_path / "m.md", tmp_path / "m.sarif"]
     guard = tmp_path / "guard.yaml"  # the proxy's own configuration: other sections are not monitor's business
     guard.write_text("upstream: {url: 'http://model:8080'}\nallow: [explainer]\nresponse: [log, degrade, throttle, block]\n"
-                     "detectors: {prada: {}, fingerprint: {}, rotation: {}, boundary: {}, volume: {}}\n")
+                     "detectors: {prada: {}, fingerprint: {}, knn: {}, manifold: {}, rotation: {}, boundary: {}, volume: {}}\n")
     result = CliRunner().invoke(app, ["monitor", str(sim.log_path), "--model-name", "digits", "--config", str(guard)]
                                 + [a for o in outs for a in ("-o", str(o))])
     assert result.exit_code == 0, result.output

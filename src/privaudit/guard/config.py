@@ -176,6 +176,7 @@ class GuardConfig(_Strict):
     listen: ListenConfig = Field(default_factory=ListenConfig)
     max_body_bytes: int = Field(default=1_048_576, gt=0)
     timeout: float = Field(default=30.0, gt=0)
+    upstream_connections: int = Field(default=32, ge=1, le=1024)
     identity: IdentityConfig
     limits: LimitsConfig
     hardening: HardeningConfig = Field(default_factory=HardeningConfig)

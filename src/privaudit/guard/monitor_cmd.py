@@ -28,7 +28,8 @@ SCHEMA_VERSION = 1
 RESPONDED = ("limited", "throttled", "blocked", "degraded")  # decisions showing a limit or response acted
 BATCH = 5000
 TOP = 10
-ALL_DETECTORS: dict[str, Any] = {"prada": {}, "fingerprint": {}, "rotation": {}, "boundary": {}, "volume": {}}
+ALL_DETECTORS: dict[str, Any] = {"prada": {}, "fingerprint": {}, "knn": {}, "manifold": {}, "rotation": {}, "boundary": {}, "volume": {}}
+LEARNED = ("quantum", "radius")  # detector settings learned from traffic, reported so they can be pinned
 COLUMNS = {"time": "DOUBLE", "principal": "VARCHAR", "tier": "VARCHAR", "client_ip": "VARCHAR",
            "request_id": "VARCHAR", "decision": "VARCHAR", "status": "BIGINT", "key_id": "VARCHAR",
            "rows": "STRUCT(fingerprint VARCHAR, sketch DOUBLE[], top BIGINT, margin DOUBLE)[]"}
@@ -300,8 +301,8 @@ def run_monitor(paths: list[Path], config: Path | None = None, model_name: str =
         warnings.append(f"the log mixes {len(agg['key_ids'])} keys: sketches and fingerprints from different keys "
                         "cannot be compared, so detections across them are missed")
     detectors = list(monitor.detectors)
-    calibrated = {f"{name}.quantum": round(float(d.quantum), 6) for name, d in monitor.detectors.items()
-                  if getattr(d, "quantum", None) is not None}
+    calibrated = {f"{name}.{key}": round(float(getattr(d, key)), 6) for name, d in monitor.detectors.items()
+                  for key in LEARNED if getattr(d, key, None) is not None}
     total = time.perf_counter() - started
     return MonitorReport(
         privaudit_version=privaudit.__version__, created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),

@@ -21,7 +21,7 @@ import numpy as np
 from numpy.typing import NDArray
 from pydantic import BaseModel, ConfigDict
 
-DETECTOR_MODULES = ("prada", "fingerprint", "rotation", "boundary", "volume")
+DETECTOR_MODULES = ("prada", "fingerprint", "knn", "manifold", "rotation", "boundary", "volume")
 ALARM = 0.5  # the score every detector gives exactly at its configured threshold
 
 
@@ -133,11 +133,74 @@ class Bounded(Generic[K, V]):
         return len(self.data)
 
 
+MAD_TO_SD = 1.4826  # median absolute deviation of a normal sample times this estimates its SD
+
+
+def spread(sketches: NDArray[np.float64]) -> float:
+    """A robust per-coordinate spread of one principal's queries: the median over coordinates of each
+    coordinate's scaled median absolute deviation."""
+    mad = np.median(np.abs(sketches - np.median(sketches, axis=0)), axis=0)
+    return float(np.median(mad) * MAD_TO_SD)
+
+
+class FirstPrincipals:
+    """A sample of ordinary traffic for settings learned from it: the first ``rows`` distinct queries
+    (sketches) of each of the first ``principals`` principals to send that many, every principal
+    contributing the same number of rows so that no single one (an attacker sending tiny
+    perturbations, a client sending one row again and again) dominates. ``accept`` may refuse a
+    principal's finished sample; the next principal then takes its place."""
+
+    def __init__(self, rows: int, principals: int, accept: Callable[[NDArray[np.float64]], bool] | None = None) -> None:
+        self.rows = rows
+        self.principals = principals
+        self.accept = accept
+        self.samples: list[NDArray[np.float64]] = []
+        # Principals still filling their sample (least recently seen dropped first), and those done.
+        self._open: Bounded[str, list[NDArray[np.float64]]] = Bounded(64 * principals, list)
+        self._done: set[str] = set()
+
+    @property
+    def complete(self) -> bool:
+        return len(self.samples) >= self.principals
+
+    def add(self, principal: str, sketch: NDArray[np.float64]) -> bool:
+        """Take one distinct query; True when this one completed the collection."""
+        if self.complete or principal in self._done:
+            return False
+        rows = self._open.get(principal)
+        rows.append(np.asarray(sketch, dtype=np.float64))
+        if len(rows) < self.rows:
+            return False
+        del self._open.data[principal]
+        self._done.add(principal)
+        sample = np.asarray(rows)
+        if self.accept is None or self.accept(sample):
+            self.samples.append(sample)
+        if not self.complete:
+            return False
+        self._open.data.clear()
+        self._done.clear()
+        return True
+
+
+class ScaleCalibration:
+    """The data's scale in sketch units: the median over :class:`FirstPrincipals` of each one's
+    :func:`spread` (None until enough principals have been seen)."""
+
+    def __init__(self, rows: int, principals: int) -> None:
+        self.sample = FirstPrincipals(rows, principals, accept=lambda rows: spread(rows) > 0)
+        self.value: float | None = None
+
+    def observe(self, principal: str, sketch: NDArray[np.float64]) -> None:
+        if self.value is None and self.sample.add(principal, sketch):
+            self.value = float(np.median([spread(rows) for rows in self.sample.samples]))
+
+
 def create(name: str, params: dict[str, Any] | None) -> Detector:
     """Instantiate detector ``name`` with validated ``params`` (pydantic raises on bad keys)."""
     cls = registry()[name]
     return cls(cls.Config.model_validate(params or {}))
 
 
-__all__ = ["ALARM", "Bounded", "Detector", "DetectorConfig", "EventFeatures", "create", "ramp",
-           "register_detector", "registry"]
+__all__ = ["ALARM", "Bounded", "Detector", "DetectorConfig", "EventFeatures", "FirstPrincipals", "ScaleCalibration", "create", "ramp",
+           "register_detector", "registry", "spread"]

@@ -19,16 +19,14 @@ from __future__ import annotations
 
 from collections import deque
 from itertools import chain
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
 from pydantic import Field
 
-from privaudit.guard.detectors import Bounded, DetectorConfig, EventFeatures, ramp, register_detector
-
-MAD_TO_SD = 1.4826  # median absolute deviation of a normal sample times this estimates its SD
+from privaudit.guard.detectors import Bounded, DetectorConfig, EventFeatures, ScaleCalibration, ramp, register_detector
 
 
 def window_hashes(cells: NDArray[np.int64], width: int) -> frozenset[int]:
@@ -42,18 +40,9 @@ def quantise(sketch: NDArray[np.float64], quantum: float, offset: NDArray[np.flo
     return np.floor(sketch / quantum + offset).astype(np.int64)
 
 
-def spread(sketches: NDArray[np.float64]) -> float:
-    """A robust per-coordinate spread of one principal's queries: the median over coordinates of each
-    coordinate's scaled median absolute deviation."""
-    mad = np.median(np.abs(sketches - np.median(sketches, axis=0)), axis=0)
-    return float(np.median(mad) * MAD_TO_SD)
-
-
 @dataclass
 class _Principal:
     recent: deque[bool]
-    calibration: list[NDArray[np.float64]] = field(default_factory=list)
-    contributed: bool = False
 
 
 @register_detector("fingerprint")
@@ -78,8 +67,7 @@ class Fingerprint:
 
     def __init__(self, config: "Fingerprint.Config") -> None:
         self.config = config
-        self.quantum = config.quantum
-        self.spreads: list[float] = []
+        self.scale = ScaleCalibration(config.calibration_rows, config.calibration_principals)
         self.offset: NDArray[np.float64] | None = None
         self.table: dict[int, deque[int]] = {}
         self.entries: deque[tuple[int, frozenset[int]]] = deque()
@@ -89,18 +77,12 @@ class Fingerprint:
         self.principals: Bounded[str, _Principal] = Bounded(
             config.max_principals, lambda: _Principal(deque(maxlen=config.principal_window)))
 
-    def _calibrate(self, st: _Principal, sketch: NDArray[np.float64]) -> None:
-        cfg = self.config
-        if st.contributed:
-            return
-        st.calibration.append(sketch)
-        if len(st.calibration) >= cfg.calibration_rows:
-            value = spread(np.asarray(st.calibration))
-            st.calibration, st.contributed = [], True
-            if value > 0:
-                self.spreads.append(value)
-            if len(self.spreads) >= cfg.calibration_principals:
-                self.quantum = cfg.auto_fraction * float(np.median(self.spreads))
+    @property
+    def quantum(self) -> float | None:
+        """The grid step: pinned by the configuration, or learned (None until then)."""
+        if self.config.quantum is not None:
+            return self.config.quantum
+        return None if self.scale.value is None else self.config.auto_fraction * self.scale.value
 
     def _remember(self, principal: str, hashes: frozenset[int]) -> None:
         qid = self.next_id
@@ -140,12 +122,13 @@ class Fingerprint:
             if self.seen.peek(fp) is not None:  # an exact repeat (retry, duplicate): no new information
                 continue
             self.seen.get(fp)
-            if self.quantum is None:
-                self._calibrate(st, sketch)
+            quantum = self.quantum
+            if quantum is None:
+                self.scale.observe(f.principal, sketch)
                 continue
             if self.offset is None or len(self.offset) != len(sketch):
                 self.offset = np.random.default_rng(cfg.seed).uniform(0.0, 1.0, len(sketch))
-            hashes = window_hashes(quantise(sketch, self.quantum, self.offset), cfg.window)
+            hashes = window_hashes(quantise(sketch, quantum, self.offset), cfg.window)
             near = self._near(hashes)
             st.recent.append(bool(near))
             if near:
@@ -153,8 +136,9 @@ class Fingerprint:
                 near_max = max(near_max, len(near))
                 cluster = max(cluster, ramp(len(near), cfg.cluster, 2 * cfg.cluster))
             self._remember(f.principal, hashes)
-        if self.quantum is None:
-            return 0.0, {"calibrating": len(self.spreads), "needed": cfg.calibration_principals}
+        quantum = self.quantum
+        if quantum is None:
+            return 0.0, {"calibrating": len(self.scale.sample.samples), "needed": cfg.calibration_principals}
         if not st.recent:
             return 0.0, {}
         # The principal's standing score persists across requests (like PRADA's). It needs both a count
@@ -166,4 +150,4 @@ class Fingerprint:
         score = max(ramp(ratio, 1.0, 2.0), cluster)
         return score, {"near_duplicates": int(sum(st.recent)), "of_recent": len(st.recent),
                       "largest_cluster": near_max, "other_principals": others,
-                      "quantum": round(self.quantum, 6)}
+                      "quantum": round(quantum, 6)}

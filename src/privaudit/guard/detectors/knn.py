@@ -1,0 +1,132 @@
+"""Stateful k-nearest-neighbour detection (Chen, Carlini, Wagner 2020, "Stateful Detection of
+Black-Box Adversarial Attacks").
+
+Gradient-estimation attacks (NES as in privaudit's black-box MI-Face, HopSkipJump's probes, the
+noisy copies of label-only membership inference) send clouds of queries around a few points. The
+perturbations are often too large to be near-duplicates on the fingerprint detector's grid, yet
+every one of them is much closer to the principal's earlier queries than independent natural
+inputs are to each other. Per principal, each distinct query's mean distance to its ``k`` nearest
+neighbours among the principal's last ``history`` distinct queries is compared with ``radius``; the
+alarm needs both a count and a share of close queries among the recent ones, as the fingerprint
+detector does, so a few natural look-alikes never add up to an alarm.
+
+``radius`` is in sketch units. Left unset it is ``auto_fraction`` times the typical distance
+between two independent queries, ``spread * sqrt(2 * dims)``, with the spread learned like the
+fingerprint detector's grid step (median over the first principals; see ``ScaleCalibration``).
+
+Explainers (LIME and the like) perturb one record a few hundred times and look the same: list them
+in ``allow``. Memory per principal is at most ``history * sketch_dims`` float32 values.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+from pydantic import Field
+
+from privaudit.guard.detectors import Bounded, DetectorConfig, EventFeatures, ScaleCalibration, ramp, register_detector
+
+
+@dataclass
+class _State:
+    history: int
+    recent: deque[bool]
+    sketches: NDArray[np.float32] = field(default_factory=lambda: np.empty((0, 0), dtype=np.float32))
+    filled: int = 0
+    cursor: int = 0
+    seen: set[str] = field(default_factory=set)
+    seen_order: deque[str] = field(default_factory=deque)
+    last: float | None = None  # the latest query's k-NN distance
+
+    def remember(self, fingerprint: str) -> bool:
+        """False for an exact repeat of one of the principal's recent queries."""
+        if fingerprint in self.seen:
+            return False
+        self.seen.add(fingerprint)
+        self.seen_order.append(fingerprint)
+        if len(self.seen_order) > 4 * self.history:
+            self.seen.discard(self.seen_order.popleft())
+        return True
+
+    def knn(self, sketch: NDArray[np.float64], k: int) -> float | None:
+        """Mean distance to the k nearest remembered queries (None with fewer than k)."""
+        if self.filled < k or self.sketches.shape[1] != len(sketch):
+            return None
+        diff = self.sketches[: self.filled] - sketch
+        d2 = np.einsum("ij,ij->i", diff, diff)
+        return float(np.mean(np.sqrt(np.partition(d2, k - 1)[:k])))
+
+    def add(self, sketch: NDArray[np.float64]) -> None:
+        if self.sketches.shape[1] != len(sketch):  # first query, or the input width changed
+            self.sketches = np.empty((self.history, len(sketch)), dtype=np.float32)
+            self.filled = self.cursor = 0
+        self.sketches[self.cursor] = sketch
+        self.cursor = (self.cursor + 1) % self.history
+        self.filled = min(self.filled + 1, self.history)
+
+
+@register_detector("knn")
+class Knn:
+    class Config(DetectorConfig):
+        k: int = Field(20, ge=1)  # neighbours averaged
+        history: int = Field(200, ge=10)  # recent distinct queries per principal searched
+        radius: float | None = Field(None, gt=0.0)  # in sketch units; None: calibrate
+        auto_fraction: float = Field(0.55, gt=0.0)  # radius as a share of the typical distance
+        calibration_rows: int = Field(20, ge=5)
+        calibration_principals: int = Field(5, ge=1)
+        recent: int = Field(50, ge=5)  # recent queries the alarm looks at
+        min_matches: int = Field(10, ge=1)  # close queries among them...
+        min_fraction: float = Field(0.3, gt=0.0, le=1.0)  # ... that are also this share of them
+        max_principals: int = 10_000  # each may hold history x sketch_dims floats
+
+    name = "knn"
+
+    def __init__(self, config: "Knn.Config") -> None:
+        if config.k > config.history:
+            raise ValueError(f"k ({config.k}) cannot exceed history ({config.history})")
+        self.config = config
+        self.dims = 0  # the sketch width (the learned radius depends on it)
+        self.scale = ScaleCalibration(config.calibration_rows, config.calibration_principals)
+        self.states: Bounded[str, _State] = Bounded(config.max_principals,
+                                                    lambda: _State(config.history, deque(maxlen=config.recent)))
+
+    @property
+    def radius(self) -> float | None:
+        """The distance below which a query counts as close: pinned, or learned (None until then)."""
+        if self.config.radius is not None:
+            return self.config.radius
+        if self.scale.value is None or not self.dims:
+            return None
+        return self.config.auto_fraction * self.scale.value * math.sqrt(2 * self.dims)
+
+    def observe(self, f: EventFeatures) -> tuple[float, dict[str, Any]]:
+        cfg = self.config
+        st = self.states.get(f.principal)
+        for fp, sketch in zip(f.fingerprints, f.sketches):
+            if not st.remember(fp):
+                continue
+            self.dims = len(sketch)
+            radius = self.radius
+            if radius is None:
+                self.scale.observe(f.principal, sketch)
+            else:
+                dist = st.knn(sketch, cfg.k)
+                if dist is not None:
+                    st.last = dist
+                    st.recent.append(dist < radius)
+            st.add(sketch)
+        radius = self.radius
+        if radius is None:
+            return 0.0, {"calibrating": len(self.scale.sample.samples), "needed": cfg.calibration_principals}
+        if not st.recent:
+            return 0.0, {"history": st.filled, "needed": cfg.k}
+        close = sum(st.recent)
+        ratio = min(close / cfg.min_matches, close / len(st.recent) / cfg.min_fraction)
+        return ramp(ratio, 1.0, 2.0), {"close": int(close), "of_recent": len(st.recent),
+                                       "knn_distance": None if st.last is None else round(st.last, 4),
+                                       "radius": round(radius, 6)}
