@@ -127,10 +127,13 @@ def capture_scores() -> Iterator[dict[str, dict[str, Any]]]:
     """Keep the per-record scores (and peak memory) of every attack audit() runs in its main loop.
 
     audit() calls ``run_attack`` through its module global; wrapping that name catches exactly the
-    attacks of the report (not the what-if re-scoring, which imports run_attack itself).
+    attacks of the report (not the what-if re-scoring, which imports run_attack itself). Scores that
+    come from the analysis cache are not seen, so every audit here starts from its own empty cache
+    directory or changes K.
     """
     A = importlib.import_module("privaudit.audit")
-    inner = A.run_attack
+    threads = importlib.import_module("privaudit.threads")
+    inner, inner_workers = A.run_attack, threads.workers
     box: dict[str, dict[str, Any]] = {}
 
     def capturing(spec: Any, ctx: Any) -> Any:
@@ -141,10 +144,13 @@ def capture_scores() -> Iterator[dict[str, dict[str, Any]]]:
         return result
 
     A.run_attack = capturing
+    # One attack at a time (audit() would run them in threads): each attack's seconds and peak
+    # memory are then its own, comparable with ART's.
+    threads.workers = lambda jobs: 1
     try:
         yield box
     finally:
-        A.run_attack = inner
+        A.run_attack, threads.workers = inner, inner_workers
 
 
 def _audit_options() -> dict[str, Any]:
@@ -253,7 +259,8 @@ def run_art(model: Any, split: Any, fit_tr: np.ndarray, fit_ho: np.ndarray, X_ev
 
 def bench_target(kind: str, seed: int, cfg: dict[str, Any], cache_root: Path, n_bootstrap: int) -> dict[str, Any]:
     from privaudit import audit
-    from privaudit.audit import DEFAULT_ATTACKS, _best
+    from privaudit.audit import DEFAULT_ATTACKS
+    from privaudit.scoring import best_attack as _best
 
     t = make_target(kind, seed, cfg)
     split, model = t["split"], t["model"]

@@ -122,3 +122,25 @@ def test_sensitive_column_gives_the_attribute_inference_section() -> None:
     assert ai["leakage"] > 0.05  # the forest memorised its training records' genotypes
     check = next(c for f in rep.findings if f.rule_id == "ATLAS-EXF-001" for c in f.checks if c.check == "attribute_inference")
     assert check.status.value == "FAIL"
+
+
+def test_what_if_table_gains_inversion_columns(digits: dict[str, Any]) -> None:
+    from privaudit.report import markdown
+
+    rep = privaudit.audit(digits["model"], digits["train"], digits["holdout"], reference_models=0, seed=0,
+                          attacks=["loss"], inversion=True, image_shape=(8, 8), n_bootstrap=0, cache_dir=False,
+                          inversion_budget=1500, inversion_classes=[0, 1, 2])
+    rows = {w.serving: w for w in rep.what_if}
+    audited, label = rows["as audited"], rows["label only"]
+    # Full probabilities from the served model: black-box MI-Face rebuilds recognisable digits.
+    assert audited.inversion_mode == "black-box" and (audited.inversion_attack_accuracy or 0) >= 2 / 3
+    assert audited.inversion_queries and audited.inversion_queries <= 3 * 1500
+    # Label-only serving defeats it, and the row says so instead of a number.
+    assert label.inversion_mode == "refused" and label.inversion_attack_accuracy is None
+    assert all(w.inversion_mode in ("black-box", "refused") for w in rep.what_if)
+    text = markdown.to_markdown(rep)
+    assert "Inversion accuracy" in text and "refused" in text
+    from privaudit.report import render
+
+    html = render(rep, "report.html")
+    assert "Inversion accuracy (black box)" in html and html.count(">refused<") >= 1

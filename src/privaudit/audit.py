@@ -312,7 +312,7 @@ def audit(
         what_if_rows = kept
     inversion_section = attribute_section = None
     if inversion or sensitive:
-        from privaudit.inversion_audit import run_attribute_section, run_inversion_section
+        from privaudit.inversion_audit import inversion_what_if, run_attribute_section, run_inversion_section
 
         labels_tr, labels_ho = classes[y[is_member]], classes[y[~is_member]]
         if inversion:
@@ -320,6 +320,11 @@ def audit(
                 loaded, tr.X, labels_tr, ho.X, labels_ho, classes=classes, seed=seed, image_shape=image_shape,
                 budget_per_class=inversion_budget, classes_to_invert=inversion_classes,
                 include_records=include_records, reporter=ui)
+            if what_if_rows:
+                what_if_rows = inversion_what_if(
+                    loaded, what_if_rows, mode, tr.X, labels_tr, ho.X, labels_ho, classes=classes, seed=seed,
+                    image_shape=image_shape, budget_per_class=inversion_budget, classes_to_invert=inversion_classes,
+                    reporter=ui)
         if sensitive:
             attribute_section = run_attribute_section(loaded, tr.X, labels_tr, ho.X, labels_ho, column=sensitive,
                                                       feature_names=tr.feature_names, seed=seed, reporter=ui)

@@ -14,6 +14,8 @@ from numpy.typing import NDArray
 from privaudit.errors import ConfigError
 from privaudit.models import LoadedModel
 from privaudit.progress import Reporter
+from privaudit.report.schema import WhatIfRow
+from privaudit.target import OutputMode, ServedTarget
 
 
 def run_inversion_section(loaded: LoadedModel, X_train: NDArray[np.float64], y_train: NDArray[Any],
@@ -49,6 +51,41 @@ def run_inversion_section(loaded: LoadedModel, X_train: NDArray[np.float64], y_t
             section["class_means"] = [X_train[labels == classes[c.class_index]].mean(axis=0).tolist()
                                       for c in result.classes]
     return section
+
+
+def inversion_what_if(loaded: LoadedModel, rows: Sequence[WhatIfRow], audited_mode: OutputMode,
+                      X_train: NDArray[np.float64], y_train: NDArray[Any], X_holdout: NDArray[np.float64],
+                      y_holdout: NDArray[Any], *, classes: NDArray[Any], seed: int,
+                      image_shape: tuple[int, ...] | None, budget_per_class: int,
+                      classes_to_invert: Sequence[Any] | None, reporter: Reporter) -> list[WhatIfRow]:
+    """The what-if rows with inversion columns: black-box MI-Face against the model served each way.
+
+    A caller of a served model has no gradients, so every row is attacked black-box (the main
+    inversion section may be white-box), with the same query budget and the same independent judge.
+    """
+    from privaudit.attacks.inversion import run_inversion
+    from privaudit.attacks.inversion.evaluate import model_family, score, train_evaluator
+
+    bounds = (X_train.min(axis=0), X_train.max(axis=0))
+    judge = None
+    out: list[WhatIfRow] = []
+    for row in rows:
+        served = ServedTarget(loaded.target, audited_mode, OutputMode(row.output_mode, rounding=row.rounding, k=row.k),  # type: ignore[arg-type]
+                              row.temperature)
+        reporter.info(f"What-if inversion: black-box MI-Face against the model served '{row.serving}'")
+        result = run_inversion(served, n_classes=len(classes), n_features=X_train.shape[1], bounds=bounds,
+                               mode="black-box", classes_to_invert=classes_to_invert,
+                               max_queries_per_class=budget_per_class, seed=seed, image_shape=image_shape,
+                               reporter=reporter)
+        update: dict[str, Any] = {"inversion_mode": result.mode, "inversion_queries": result.queries_total}
+        if result.mode != "refused":
+            if judge is None:
+                judge = train_evaluator(X_train, y_train, target_family=model_family(loaded.estimator), seed=seed,
+                                        bounds=bounds)
+            update["inversion_attack_accuracy"] = score(result, judge, X_train, y_train, X_holdout, y_holdout,
+                                                        image_shape=image_shape).attack_accuracy
+        out.append(row.model_copy(update=update))
+    return out
 
 
 def run_attribute_section(loaded: LoadedModel, X_train: NDArray[np.float64], y_train: NDArray[Any],

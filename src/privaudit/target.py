@@ -142,3 +142,41 @@ def apply_output_mode(probabilities: NDArray[np.float64], mode: OutputMode) -> N
     if mode.rounding is not None:
         out = np.round(out, mode.rounding)
     return out
+
+
+def temper(probs: NDArray[np.float64], temperature: float | None) -> NDArray[np.float64]:
+    """softmax(log p / T) over the class axis, written as p^(1/T) / sum p^(1/T) (no log or exp)."""
+    if temperature is None:
+        return probs
+    p = np.maximum(probs, 1e-300 ** temperature)
+    p /= np.max(p, axis=-1, keepdims=True)
+    np.power(p, 1.0 / temperature, out=p)
+    p /= np.sum(p, axis=-1, keepdims=True)
+    return p
+
+
+class ServedTarget:
+    """A target seen through a serving policy: the outputs callers of a hardened API would receive.
+
+    ``inner_mode`` is what the wrapped target returns; its answers become probabilities, are flattened
+    by ``temperature`` if given, then hardened to ``mode`` (top-k, rounding, label only).
+    """
+
+    def __init__(self, inner: Target, inner_mode: OutputMode, mode: OutputMode, temperature: float | None = None) -> None:
+        if not inner_mode.has_scores:
+            raise ValueError("a label-only target cannot be served with more detail than it gives")
+        self._inner, self._inner_mode, self.mode, self._temperature = inner, inner_mode, mode, temperature
+        self._queries = 0
+
+    @property
+    def classes(self) -> NDArray[np.generic]:
+        return self._inner.classes
+
+    @property
+    def queries(self) -> int:
+        return self._queries
+
+    def predict(self, X: NDArray[np.float64]) -> NDArray[np.float64] | NDArray[np.int64]:
+        self._queries += len(X)
+        probs = to_probabilities(np.asarray(self._inner.predict(X), dtype=np.float64), self._inner_mode)
+        return apply_output_mode(temper(probs, self._temperature), self.mode)

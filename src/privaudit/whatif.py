@@ -16,10 +16,10 @@ from numpy.typing import NDArray
 
 from privaudit import metrics
 from privaudit.attacks.membership import AttackContext, registry, run_attack
-from privaudit.attacks.membership.signals import DEFAULT_FLOOR, probability_floor
+from privaudit.attacks.membership.signals import probability_floor
 from privaudit.report.schema import FPR_KEYS, WhatIfRow
 from privaudit.threads import thread_map
-from privaudit.target import OutputMode, apply_output_mode, to_probabilities
+from privaudit.target import OutputMode, apply_output_mode, temper, to_probabilities
 
 # Attacks that need no new queries and cover population, offline and online reference attacks.
 WHAT_IF_ATTACKS = ("loss", "lira_offline", "rmia_online")
@@ -31,17 +31,6 @@ VARIANTS: tuple[tuple[str, OutputMode, float | None], ...] = (
     ("rounded to 2 decimals", OutputMode("probabilities", rounding=2), None),
     ("temperature 3 (flattened)", OutputMode("probabilities"), 3.0),
 )
-
-
-def _tempered(probs: NDArray[np.float64], temperature: float | None) -> NDArray[np.float64]:
-    """softmax(log p / T) over the class axis, written as p^(1/T) / sum p^(1/T) (no log or exp)."""
-    if temperature is None:
-        return probs
-    p = np.maximum(probs, DEFAULT_FLOOR ** temperature)
-    p /= np.max(p, axis=-1, keepdims=True)
-    np.power(p, 1.0 / temperature, out=p)
-    p /= np.sum(p, axis=-1, keepdims=True)
-    return p
 
 
 def _row(label: str, ctx: AttackContext, is_member: NDArray[np.bool_], accuracy: float, calibrated: bool,
@@ -82,10 +71,10 @@ def what_if(ctx: AttackContext, raw_reference_probs: NDArray[np.float64] | None,
 
     def variant_row(variant_spec: tuple[str, OutputMode, float | None]) -> WhatIfRow:
         label, mode, temperature = variant_spec
-        target_seen = apply_output_mode(_tempered(full, temperature), mode)
+        target_seen = apply_output_mode(temper(full, temperature), mode)
         refs_seen = None
         if raw_reference_probs is not None and mode.has_scores:
-            refs_seen = to_probabilities(np.asarray(apply_output_mode(_tempered(raw_reference_probs, temperature), mode)), mode)
+            refs_seen = to_probabilities(np.asarray(apply_output_mode(temper(raw_reference_probs, temperature), mode)), mode)
         variant = replace(ctx, mode=mode, target_outputs=target_seen,
                           target_probs=to_probabilities(np.asarray(target_seen), mode) if mode.has_scores else None,
                           reference_probs=refs_seen, reference_in=ctx.reference_in if refs_seen is not None else None,

@@ -69,12 +69,18 @@ def to_markdown(report: Report) -> str:
                  f"gap {m.generalization_gap:.3f}.")
     lines.append("")
     if report.what_if:
+        inv = any(w.inversion_mode for w in report.what_if)
         lines += ["**What if it were served hardened**", "",
-                  "| Serving | Best attack | AUC | TPR@1% FPR | TPR@0.1% FPR | Holdout accuracy |",
-                  "|---|---|---:|---:|---:|---:|"]
+                  "| Serving | Best attack | AUC | TPR@1% FPR | TPR@0.1% FPR | Holdout accuracy |"
+                  + (" Inversion accuracy | Inversion queries |" if inv else ""),
+                  "|---|---|---:|---:|---:|---:|" + ("---:|---:|" if inv else "")]
         for w in report.what_if:
-            lines.append(f"| {_cell(w.serving)} | {_cell(w.best_attack or 'n/a')} | {_num(w.auc)} | "
-                         f"{_pct(w.tpr_at_fpr.get('0.01'))} | {_pct(w.tpr_at_fpr.get('0.001'))} | {w.accuracy:.3f} |")
+            row = (f"| {_cell(w.serving)} | {_cell(w.best_attack or 'n/a')} | {_num(w.auc)} | "
+                   f"{_pct(w.tpr_at_fpr.get('0.01'))} | {_pct(w.tpr_at_fpr.get('0.001'))} | {w.accuracy:.3f} |")
+            if inv:
+                acc = "refused" if w.inversion_mode == "refused" else _pct(w.inversion_attack_accuracy)
+                row += f" {acc} | {w.inversion_queries if w.inversion_queries is not None else 'n/a'} |"
+            lines.append(row)
         lines.append("")
     if m.skipped:
         lines += ["Skipped attacks: " + "; ".join(f"{_cell(s.name)} ({_cell(s.reason)})" for s in m.skipped), ""]

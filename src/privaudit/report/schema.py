@@ -153,6 +153,10 @@ class WhatIfRow(_Model):
     tpr_at_fpr: dict[str, float | None]
     accuracy: float  # holdout accuracy as served
     calibrated_probabilities: bool  # whether callers still get usable probabilities
+    # With --inversion: black-box MI-Face against the model served this way, judged like the main section.
+    inversion_mode: str | None = None  # "black-box" | "refused"
+    inversion_attack_accuracy: float | None = None
+    inversion_queries: int | None = None
 
 
 class Regression(_Model):
