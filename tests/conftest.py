@@ -62,3 +62,54 @@ def quiet_fit(model: Any, X: np.ndarray, y: np.ndarray) -> Any:
 def forest_trainer(X: np.ndarray, y: np.ndarray, seed: int) -> Any:
     """A ``--trainer`` for black-box targets in tests: the same recipe the memorised target used."""
     return _forest(seed).fit(X, y)
+
+
+@dataclass
+class Run:
+    """One call of the command line: its exit code and what it printed."""
+
+    code: int
+    out: str
+    err: str
+
+
+@pytest.fixture
+def run(capsys: pytest.CaptureFixture[str]) -> Any:
+    """Call ``cli.main(argv)`` in-process; a normal return counts as exit code 0."""
+    from privaudit import cli
+
+    def call(*argv: Any) -> Run:
+        capsys.readouterr()  # drop anything printed before this run
+        code: Any = 0
+        try:
+            cli.main([str(a) for a in argv])
+        except SystemExit as exc:
+            code = exc.code
+        out, err = capsys.readouterr()
+        return Run(0 if code is None else int(code), out, err)
+
+    return call
+
+
+def write_breast_cancer(directory: Any, label: str) -> tuple[Any, Any, Any]:
+    """Write the bundled breast-cancer halves as train.csv / holdout.csv with a ``label`` column.
+
+    Returns the two paths and the train DataFrame as read back from its file (what a model fitted on
+    the CSV sees, column names included).
+    """
+    import pandas as pd
+
+    s = datasets.breast_cancer(seed=0)
+    for part, X, y in (("train", s.X_train, s.y_train), ("holdout", s.X_holdout, s.y_holdout)):
+        df = pd.DataFrame(X, columns=list(s.feature_names))
+        df[label] = y
+        df.to_csv(directory / f"{part}.csv", index=False)
+    return directory / "train.csv", directory / "holdout.csv", pd.read_csv(directory / "train.csv")
+
+
+@pytest.fixture
+def plain_terminal(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No colours, no debug tracebacks: the output a CI log would show."""
+    monkeypatch.setenv("NO_COLOR", "1")
+    monkeypatch.setenv("TERM", "dumb")
+    monkeypatch.delenv("PRIVAUDIT_DEBUG", raising=False)

@@ -12,7 +12,7 @@ import pytest
 
 import privaudit
 from privaudit import datasets, splitcheck
-from tests.conftest import Case, quiet_fit
+from tests.conftest import Case
 
 AUDIT = sys.modules["privaudit.audit"]  # `privaudit.audit` the attribute is the function
 

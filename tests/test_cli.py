@@ -25,6 +25,7 @@ import skops.io as sio
 
 from privaudit import cli, datasets
 from privaudit.errors import DataError
+from tests.conftest import Run
 
 LABEL = "diagnosis"
 ADAM = "sklearn.neural_network._stochastic_optimizers.AdamOptimizer"
@@ -78,34 +79,10 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> Files:
 
 
 @pytest.fixture(autouse=True)
-def _plain_terminal(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("NO_COLOR", "1")
-    monkeypatch.setenv("TERM", "dumb")
-    monkeypatch.delenv("PRIVAUDIT_DEBUG", raising=False)
+def _plain_terminal(plain_terminal: None) -> None:
+    pass
 
 
-@dataclass
-class Run:
-    code: int
-    out: str
-    err: str
-
-
-@pytest.fixture
-def run(capsys: pytest.CaptureFixture[str]) -> Any:
-    """Call ``cli.main(argv)``; a normal return counts as exit code 0."""
-
-    def call(*argv: Any) -> Run:
-        capsys.readouterr()  # drop anything printed before this run
-        code: Any = 0
-        try:
-            cli.main([str(a) for a in argv])
-        except SystemExit as exc:
-            code = exc.code
-        out, err = capsys.readouterr()
-        return Run(0 if code is None else int(code), out, err)
-
-    return call
 
 
 def _audit(f: Files, *extra: Any, model: Any = None, train: Any = None, holdout: Any = None) -> list[Any]:

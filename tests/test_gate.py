@@ -11,16 +11,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
 import pytest
 import skops.io as sio
 
 import privaudit
-from privaudit import cli, datasets, gate
+from privaudit import gate
 from privaudit.baseline import apply_baseline, compare, load_baseline
 from privaudit.errors import ConfigError
 from privaudit.findings import Finding, Severity
 from privaudit.report.schema import OperatingPointInfo, Regression, Report
+from tests.conftest import Run, write_breast_cancer
 
 LABEL = "diagnosis"
 TREE = "sklearn.tree._tree.Tree"
@@ -42,18 +42,13 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> Files:
     from sklearn.tree import DecisionTreeClassifier
 
     d = tmp_path_factory.mktemp("gate-data")
-    s = datasets.breast_cancer(seed=0)
-    for part, X, y in (("train", s.X_train, s.y_train), ("holdout", s.X_holdout, s.y_holdout)):
-        df = pd.DataFrame(X, columns=list(s.feature_names))
-        df[LABEL] = y
-        df.to_csv(d / f"{part}.csv", index=False)
-    df = pd.read_csv(d / "train.csv")
+    train, holdout, df = write_breast_cancer(d, LABEL)
     X, y = df.drop(columns=[LABEL]), df[LABEL]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         sio.dump(LogisticRegression(max_iter=5000).fit(X, y), d / "lr.skops")
     sio.dump(DecisionTreeClassifier(random_state=0).fit(X, y), d / "tree.skops")
-    return Files(d, d / "train.csv", d / "holdout.csv", d / "lr.skops", d / "tree.skops")
+    return Files(d, train, holdout, d / "lr.skops", d / "tree.skops")
 
 
 @pytest.fixture(scope="module")
@@ -70,32 +65,10 @@ def lr_json(files: Files, lr_report: Report) -> Path:
 
 
 @pytest.fixture(autouse=True)
-def _plain(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    monkeypatch.setenv("NO_COLOR", "1")
-    monkeypatch.setenv("TERM", "dumb")
-    monkeypatch.delenv("PRIVAUDIT_DEBUG", raising=False)
+def _plain(plain_terminal: None, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.chdir(tmp_path)  # no policy file from the repository; demo output lands here
 
 
-@dataclass
-class Run:
-    code: int
-    out: str
-    err: str
-
-
-@pytest.fixture
-def run(capsys: pytest.CaptureFixture[str]) -> Any:
-    def call(*argv: Any) -> Run:
-        capsys.readouterr()
-        with pytest.raises(SystemExit) as info:
-            cli.main([str(a) for a in argv])
-            raise SystemExit(0)  # a normal return is exit code 0
-        out, err = capsys.readouterr()
-        code = info.value.code
-        return Run(0 if code is None else int(code), out, err)
-
-    return call
 
 
 def _audit(f: Files, *extra: Any, model: Any = None) -> list[Any]:

@@ -9,18 +9,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
 import pytest
 import skops.io as sio
 
 import privaudit
-from privaudit import cli, datasets, gate
+from privaudit import gate
 from privaudit.controls import load_controls, parse_guard_config
 from privaudit.errors import ConfigError
 from privaudit.findings import CheckStatus, Severity
 from privaudit.policy import Suppression, apply_suppressions, find_policy_file, load_settings
 from privaudit.report.schema import Report
 from privaudit.rules import Policy
+from tests.conftest import Run, write_breast_cancer
 
 LABEL = "diagnosis"
 TREE = "sklearn.tree._tree.Tree"
@@ -41,14 +41,9 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> Files:
     from sklearn.tree import DecisionTreeClassifier
 
     d = tmp_path_factory.mktemp("policy-data")
-    s = datasets.breast_cancer(seed=0)
-    for part, X, y in (("train", s.X_train, s.y_train), ("holdout", s.X_holdout, s.y_holdout)):
-        df = pd.DataFrame(X, columns=list(s.feature_names))
-        df[LABEL] = y
-        df.to_csv(d / f"{part}.csv", index=False)
-    df = pd.read_csv(d / "train.csv")
+    train, holdout, df = write_breast_cancer(d, LABEL)
     sio.dump(DecisionTreeClassifier(random_state=0).fit(df.drop(columns=[LABEL]), df[LABEL]), d / "tree.skops")
-    return Files(d / "train.csv", d / "holdout.csv", d / "tree.skops")
+    return Files(train, holdout, d / "tree.skops")
 
 
 @pytest.fixture(scope="module")
@@ -60,10 +55,7 @@ def tree_report(files: Files) -> Report:
 
 
 @pytest.fixture(autouse=True)
-def _here(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    monkeypatch.setenv("NO_COLOR", "1")
-    monkeypatch.setenv("TERM", "dumb")
-    monkeypatch.delenv("PRIVAUDIT_DEBUG", raising=False)
+def _here(plain_terminal: None, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.chdir(tmp_path)
 
 
@@ -72,24 +64,6 @@ def write(path: Path, text: str) -> Path:
     return path
 
 
-@dataclass
-class Run:
-    code: int
-    out: str
-    err: str
-
-
-@pytest.fixture
-def run(capsys: pytest.CaptureFixture[str]) -> Any:
-    def call(*argv: Any) -> Run:
-        capsys.readouterr()
-        with pytest.raises(SystemExit) as info:
-            cli.main([str(a) for a in argv])
-            raise SystemExit(0)
-        out, err = capsys.readouterr()
-        return Run(int(info.value.code or 0), out, err)
-
-    return call
 
 
 def _audit(f: Files, *extra: Any) -> list[Any]:
