@@ -1,5 +1,5 @@
 """Helpers for the guard's tests: a real Redis, the guard under a real uvicorn, keys, tokens, a fake
-monitor, and an upstream serving a small scikit-learn model (tests/servers.py)."""
+monitor, and an upstream serving a small scikit-learn model (tests/servers.py, which also runs the guard)."""
 
 from __future__ import annotations
 
@@ -11,60 +11,32 @@ import json
 import shutil
 import socket
 import subprocess
-import threading
 import time
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager, contextmanager
+from collections.abc import AsyncIterator
+from contextlib import AbstractContextManager, asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import httpx
 import jwt
-import uvicorn
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from privaudit.guard.config import GuardConfig, parse_config
 from privaudit.guard.events import Level, QueryEvent, Verdict
 from privaudit.guard.identity import add_key
+from servers import free_port, serve
 
 REDIS_SERVER = shutil.which("redis-server")
 CLASSES = ["setosa", "versicolor", "virginica"]
 ISSUER, AUDIENCE, KID = "https://issuer.test", "privaudit-guard", "test-key-1"
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@contextmanager
-def serve_guard(app: Any, *, startup_timeout: float = 10.0) -> Iterator[str]:
-    """The guard under uvicorn as the CLI runs it: proxy headers off (the guard decides whom to
-    believe), lifespan on (shutdown closes the monitor and the limiter's connections)."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on", ws="none", http="h11",
-                            proxy_headers=False, backlog=256)
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name=f"guard-{port}", daemon=True)
-    thread.start()
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + startup_timeout
-        while not server.started:
-            if not thread.is_alive() or time.monotonic() > deadline:
-                raise RuntimeError(f"guard test server on port {port} did not start")
-            time.sleep(0.01)
-        yield base
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
-        sock.close()
+def serve_guard(app: Any, *, startup_timeout: float = 10.0) -> AbstractContextManager[str]:
+    """The guard under uvicorn as the CLI runs it (tests/servers.serve): proxy headers off, lifespan on
+    (shutdown closes the monitor and the limiter's connections)."""
+    return serve(app, lifespan="on", health="/healthz", startup_timeout=startup_timeout)
 
 
 @asynccontextmanager

@@ -1,7 +1,8 @@
 """Real HTTP servers for tests: uvicorn in a background thread on a free 127.0.0.1 port.
 
 ``serve(app)`` is a context manager yielding the base URL; it waits until the server answers and
-shuts it down cleanly on exit (joined thread, closed socket) so warnings-as-errors stays quiet.
+shuts it down cleanly on exit (joined thread, closed socket) so warnings-as-errors stays quiet. The
+guard's tests run the guard through it too (``guard_fixtures.serve_guard``: lifespan on).
 ``iris_app()`` builds a Starlette app serving one fitted scikit-learn model in many API dialects.
 """
 
@@ -28,15 +29,25 @@ from starlette.routing import Route
 TOKEN = "s3cret"
 
 
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
 @contextmanager
-def serve(app: Any, *, startup_timeout: float = 10.0) -> Iterator[str]:
-    """Run ``app`` on a fresh port and yield ``http://127.0.0.1:PORT``."""
+def serve(app: Any, *, lifespan: str = "off", health: str = "/health", startup_timeout: float = 10.0) -> Iterator[str]:
+    """Run ``app`` on a fresh port and yield ``http://127.0.0.1:PORT`` once ``GET health`` answers.
+
+    As ``privaudit guard`` runs uvicorn: proxy headers off (an app decides itself whom to believe
+    about client addresses), and with ``lifespan="on"`` shutdown runs the app's cleanup."""
     # Bind the socket ourselves: the port is known before uvicorn starts and cannot be taken meanwhile.
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
-    config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off", ws="none", http="h11")
+    config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan=lifespan, ws="none", http="h11",
+                            proxy_headers=False, backlog=256)
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name=f"uvicorn-{port}", daemon=True)
     thread.start()
@@ -48,7 +59,7 @@ def serve(app: Any, *, startup_timeout: float = 10.0) -> Iterator[str]:
                 raise RuntimeError(f"test server on port {port} did not start")
             time.sleep(0.01)
         with httpx.Client() as client:  # started means listening; prove it answers too
-            client.get(base + "/health").raise_for_status()
+            client.get(base + health).raise_for_status()
         yield base
     finally:
         server.should_exit = True

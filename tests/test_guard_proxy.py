@@ -87,8 +87,8 @@ def limit_shape(resp: httpx.Response) -> tuple[int, bytes, str, frozenset[str]]:
 
 
 @pytest.mark.parametrize(("yaml_text", "expected"), [
-    ('limits: {default: "20/sekond"}', 'limits.default: "20/sekond" is not a rate string like "20/second;120/minute"'),
-    ('limits: {default: "5/second", tiers: {gold: "lots"}}', 'limits.tiers.gold: "lots" is not a rate string'),
+    ('limits: {default: "20/sekond"}', "limits.default: '20/sekond' is not a rate string like '20/second;120/minute'"),
+    ('limits: {default: "5/second", tiers: {gold: "lots"}}', "limits.tiers.gold: 'lots' is not a rate string"),
     ('limits: {default: "5/second", storage: "mongodb://x"}', "limits.storage:"),
     ('limits: {default: "5/second"}\nlimts: {}', "limts: is not a known key"),
     ('limits: {default: "5/second"}\nhardening: {default: {output: top_k}}', "hardening.default: output top_k needs k"),
@@ -471,6 +471,21 @@ def test_upstream_down_gives_502_and_monitoring_still_sees_the_request(tmp_path:
 # --- health, metrics, reload, middleware, shutdown ---------------------------------------------------
 
 
+def test_upstream_connections_bound_what_reaches_the_model(tmp_path: Path, model: Any, keys: dict[str, str]) -> None:
+    rec = Recorder()
+    with serve(iris_app(model, FEATURES, CLASSES, rec)) as base:
+        app = build_app(guard_config(tmp_path, base, upstream_connections=2), monitor=FakeMonitor())
+
+        async def scenario() -> list[int]:
+            async with guarded(app) as c:
+                answers = await asyncio.gather(*[post(c, keys["alice"], path="/shuffled:predict") for _ in range(12)])
+                return [r.status_code for r in answers]
+
+        codes = asyncio.run(scenario())
+    assert codes == [200] * 12 and rec.rows("shuffled") == 12
+    assert rec.peak_in_flight == 2  # the others waited in the guard, not in the model server's queue
+
+
 def test_healthz_and_metrics_expose_totals_without_principal_ids(tmp_path: Path, upstream: str, keys: dict[str, str]) -> None:
     app = build_app(guard_config(tmp_path, upstream))  # the real monitor when it is installed, else the no-op one
 
@@ -484,8 +499,10 @@ def test_healthz_and_metrics_expose_totals_without_principal_ids(tmp_path: Path,
     assert health.status_code == 200 and health.json() == {"status": "ok"}
     text = metrics.text
     assert metrics.headers["content-type"].startswith("text/plain")
-    assert 'privaudit_guard_proxy_requests_total{decision="allowed"} 1.0' in text
-    assert 'privaudit_guard_proxy_requests_total{decision="unauthenticated"} 1.0' in text
+    # One request counter, shared by the proxy and monitoring: each request is counted exactly once.
+    assert 'privaudit_guard_requests_total{decision="allowed"} 1.0' in text
+    assert 'privaudit_guard_requests_total{decision="unauthenticated"} 1.0' in text
+    assert "proxy_requests" not in text and text.count("# TYPE privaudit_guard_requests_total counter") == 1
     counters = {line.split()[2].removesuffix("_total") for line in text.splitlines() if line.startswith("# TYPE ") and line.endswith(" counter")}
     samples = [re.split(r"[{ ]", line)[0] for line in text.splitlines() if line and not line.startswith("#")]
     counted = [name for name in samples if name.removesuffix("_total").removesuffix("_created") in counters]

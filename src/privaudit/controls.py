@@ -13,12 +13,14 @@ Other top-level sections (upstream, logging, alerts, ...) belong to the guard an
 
 The guard itself (privaudit.guard.config) validates its file strictly; this reader is deliberately
 lenient so it works without the guard's extra dependencies and on older files, and accepts every
-file the guard accepts.
+file the guard accepts. Both read rate strings with :func:`parse_rates`, so a rate one accepts the
+other accepts too.
 """
 
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Optional, Union
 
@@ -28,8 +30,44 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from privaudit.errors import ConfigError
 from privaudit.rules import ControlsEvidence
 
-# The rate grammar the guard accepts: "20/second", "20 per second", "100/2 minutes", joined by ; , or |.
-_RATE = re.compile(r"^\s*\d+\s*(/|\s+per\s+)\s*(\d+\s*)?(second|minute|hour|day|month|year)s?\s*$", re.IGNORECASE)
+# The rate grammar of guard.yaml, a strict subset of the ``limits`` library's (which the guard runs
+# on): "20/second", "20 per second", "100/2 minutes", joined by ; , or |. The library would also take a
+# count of 0 (nothing ever admitted) and "20persecond"; a configuration saying either is a mistake.
+_RATE = re.compile(r"^\s*(\d+)\s*(?:/|\s+per\s+)\s*(?:(\d+)\s*)?(second|minute|hour|day|month|year)s?\s*$", re.IGNORECASE)
+_SEPARATORS = re.compile(r"[;,|]")
+# As the limits library counts them: a month is 30 days, a year 12 such months.
+WINDOW_SECONDS = {"second": 1, "minute": 60, "hour": 3600, "day": 86400, "month": 30 * 86400, "year": 360 * 86400}
+RATE_EXAMPLE = "'20/second;120/minute'"
+
+
+@dataclass(frozen=True)
+class Rate:
+    """One window of a rate string: at most ``amount`` queries in any ``window_seconds``."""
+
+    amount: int
+    window_seconds: int
+
+
+def parse_rates(text: str) -> tuple[Rate, ...]:
+    """Every window of a rate string such as ``"20/second;120/minute"``; a ValueError saying what is
+    wrong otherwise. The one reader of rate strings: the guard's configuration and the audit's
+    ``--guard-config`` both call it, so they never disagree about what is a valid limit."""
+    if not isinstance(text, str):
+        raise ValueError(f"{text!r} is not a rate string like {RATE_EXAMPLE}")
+    rates = []
+    for part in _SEPARATORS.split(text):
+        m = _RATE.match(part)
+        why = None
+        if not part.strip():
+            why = "an empty rate: check the separators"
+        elif m is None:
+            why = None if part.strip() == text.strip() else f"{part.strip()!r} is not a rate"
+        elif int(m.group(1)) == 0 or (m.group(2) is not None and int(m.group(2)) == 0):
+            why = "a count of 0 would admit nothing"
+        if m is None or why is not None:
+            raise ValueError(f"{text!r} is not a rate string like {RATE_EXAMPLE}" + (f" ({why})" if why else ""))
+        rates.append(Rate(int(m.group(1)), int(m.group(2) or 1) * WINDOW_SECONDS[m.group(3).lower()]))
+    return tuple(rates)
 
 
 class _Open(BaseModel):
@@ -95,13 +133,14 @@ def parse_guard_config(data: Any, source: str) -> ControlsEvidence:
     ident = cfg.identity
     principals = [name for name in ("api_keys", "jwt") if ident is not None and _configured(getattr(ident, name))]
     default = cfg.limits.default.strip() if cfg.limits is not None and cfg.limits.default is not None else None
-    if default is not None:
-        parts = re.split(r"[;,|]", default)
-        for part in parts:
-            if not _RATE.match(part):
-                what = f"{part.strip()!r} is not a rate" if part.strip() else "an empty rate (check the separators); write a rate"
-                raise ConfigError(f"{source}: key 'limits.default': {what} like '20/second' "
-                                  "(several joined with ';', e.g. '20/second;120/minute')")
+    rate_strings = {"limits.default": default} if default is not None else {}
+    if cfg.limits is not None:
+        rate_strings.update({f"limits.tiers.{name}": rates for name, rates in (cfg.limits.tiers or {}).items()})
+    for key, rates in rate_strings.items():
+        try:
+            parse_rates(rates)
+        except ValueError as exc:
+            raise ConfigError(f"{source}: key '{key}': {exc}") from None
     if default and principals:
         limits_text = f"limits.default {default} per principal ({' or '.join(principals)})"
     elif default:
@@ -123,20 +162,26 @@ def parse_guard_config(data: Any, source: str) -> ControlsEvidence:
         hardening_k=None if out is None else out.k)
 
 
-def load_controls(path: str | Path) -> ControlsEvidence:
-    """Parse the guard configuration at ``path``; any problem is a one-line ConfigError naming it."""
-    p = Path(path)
+def read_guard_yaml(path: Path, label: str, missing: str = "no such file") -> Any:
+    """The decoded YAML of a guard configuration; a one-line ConfigError when it cannot be read
+    (``label`` names the file in the message, ``missing`` says what to do when it does not exist).
+    Shared by this reader and the guard's own loader."""
     try:
-        text = p.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise ConfigError(f"--guard-config {p}: no such file") from None
+        raise ConfigError(f"{label}: {missing}") from None
     except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"--guard-config {p}: cannot read it ({getattr(exc, 'strerror', None) or exc})") from None
+        raise ConfigError(f"{label}: cannot read it ({getattr(exc, 'strerror', None) or exc})") from None
     try:
-        data = yaml.safe_load(text)
+        return yaml.safe_load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark is not None else ""
         problem = getattr(exc, "problem", None) or "syntax error"
-        raise ConfigError(f"{p}: not valid YAML{where}: {problem}") from None
-    return parse_guard_config(data, str(p))
+        raise ConfigError(f"{path}: not valid YAML{where}: {problem}") from None
+
+
+def load_controls(path: str | Path) -> ControlsEvidence:
+    """Parse the guard configuration at ``path``; any problem is a one-line ConfigError naming it."""
+    p = Path(path)
+    return parse_guard_config(read_guard_yaml(p, f"--guard-config {p}"), str(p))

@@ -57,14 +57,35 @@ class AlertsConfig(BaseModel):
     webhook: WebhookConfig | None = None
 
 
+class RequestCounter:
+    """``privaudit_guard_requests_total{decision}``: every request the guard handled, by its decision.
+    The one request counter: the proxy counts each request here once, monitoring does not count
+    requests again. Decision labels are bounded: unexpected or too many distinct values become "other"."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.counter = Counter("privaudit_guard_requests", "Requests handled by the guard, by decision", ["decision"],
+                               registry=registry)
+        self._decisions: set[str] = set()
+
+    def label(self, decision: str) -> str:
+        if decision in self._decisions:
+            return decision
+        if _LABEL.match(decision) and len(self._decisions) < MAX_DECISION_LABELS:
+            self._decisions.add(decision)
+            return decision
+        return "other"
+
+    def count(self, decision: str) -> None:
+        self.counter.labels(decision=self.label(decision)).inc()
+
+
 class GuardMetrics:
-    """The monitor's Prometheus metrics, registered in ``registry`` (a fresh one if None)."""
+    """The monitor's Prometheus metrics, registered in ``registry`` (a fresh one if None). Requests
+    are counted by the proxy (:class:`RequestCounter`); the monitor counts rows, alarms and alerts."""
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry if registry is not None else CollectorRegistry()
         r = self.registry
-        self.requests = Counter("privaudit_guard_requests", "Requests seen by the monitor, by the proxy's decision",
-                                ["decision"], registry=r)
         self.queries = Counter("privaudit_guard_queries", "Rows (model queries) seen by the monitor", registry=r)
         self.alarms = Counter("privaudit_guard_detector_alarms", "Requests a detector scored at or above its alarm",
                               ["detector"], registry=r)
@@ -80,18 +101,8 @@ class GuardMetrics:
         self.errors = Counter("privaudit_guard_monitor_errors", "Events the monitor could not process", registry=r)
         self.seconds = Histogram("privaudit_guard_monitor_seconds", "Time spent in Monitor.observe per request",
                                  buckets=(1e-5, 5e-5, 1e-4, 5e-4, 1e-3, 5e-3, 1e-2, 5e-2, 0.1, 0.5), registry=r)
-        self._decisions: set[str] = set()
         for level in LEVELS:
             self.principals.labels(level=level).set(0)
-
-    def decision_label(self, decision: str) -> str:
-        """A bounded label value: unexpected or too many distinct decisions become "other"."""
-        if decision in self._decisions:
-            return decision
-        if _LABEL.match(decision) and len(self._decisions) < MAX_DECISION_LABELS:
-            self._decisions.add(decision)
-            return decision
-        return "other"
 
 
 class Webhook:

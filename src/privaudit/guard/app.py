@@ -24,7 +24,7 @@ from typing import Any, Optional, Protocol
 import httpx
 import numpy as np
 from numpy.typing import NDArray
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Histogram, generate_latest
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -32,6 +32,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from privaudit.errors import ConfigError, DataError, EndpointError
+from privaudit.guard.alerts import RequestCounter
 from privaudit.guard.config import GuardConfig, load_config
 from privaudit.guard.events import LEVELS, Level, QueryEvent, Verdict
 from privaudit.guard.hardening import encode_answer, harden, mode_for, stricter
@@ -199,7 +200,7 @@ class Guard:
         self._verdicts: dict[str, Verdict] = {}
         self._closed = False
         # Labels are low-cardinality by construction: never a principal id, never a client address.
-        self._requests = Counter("privaudit_guard_proxy_requests", "Requests by outcome", ["decision"], registry=self.registry)
+        self._requests = RequestCounter(self.registry)
         self._upstream_seconds = Histogram("privaudit_guard_upstream_seconds", "Upstream latency", registry=self.registry)
 
     @property
@@ -237,7 +238,7 @@ class Guard:
         peer = request.client.host if request.client else ""
         trace = _Trace(uuid.uuid4().hex, state.identity.client_ip(peer, request.headers.getlist("x-forwarded-for")), time.time())
         response = await self._handle(request, state, trace)
-        self._requests.labels(trace.decision).inc()
+        self._requests.count(trace.decision)
         self._observe(trace, response.status_code)
         response.headers["X-Request-ID"] = trace.request_id
         return response

@@ -1,6 +1,6 @@
 """The guard's YAML configuration (``guard.yaml``): strict pydantic models and a loader whose every
 complaint is one line naming the file and the key path, e.g.
-``guard.yaml: limits.default: "20/sekond" is not a rate string like "20/second;120/minute"``.
+``guard.yaml: limits.default: '20/sekond' is not a rate string like '20/second;120/minute'``.
 
 Sections the monitoring side consumes (``log``, ``detectors``, ``response``, ``allow``, ``alerts``,
 ``escalation``) are only checked for their basic shape here; their meaning belongs to
@@ -15,14 +15,12 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Optional, Union
 
 import httpx
-import limits
-import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
+from privaudit.controls import parse_rates, read_guard_yaml
 from privaudit.errors import ConfigError
 from privaudit.guard.events import LEVELS
 
-RATE_EXAMPLE = '"20/second;120/minute"'
 # Only signatures made with a private key: a verifier holding just public keys can never be fooled into
 # treating one as an HMAC secret (the classic RS256 -> HS256 confusion).
 ASYMMETRIC_ALGORITHMS = frozenset(
@@ -37,12 +35,7 @@ class _Strict(BaseModel):
 
 
 def _check_rates(value: str) -> str:
-    try:
-        parsed = limits.parse_many(value)
-    except ValueError:
-        parsed = []
-    if not parsed:
-        raise ValueError(f'"{value}" is not a rate string like {RATE_EXAMPLE}')
+    parse_rates(value)  # the grammar privaudit.controls reads too; its ValueError names the problem
     return value
 
 
@@ -278,18 +271,7 @@ def parse_config(data: Any, source: str = "guard.yaml", base_dir: Path | None = 
 def load_config(path: str | Path) -> GuardConfig:
     """Read and validate ``path``; any problem is one ConfigError line naming the file and key."""
     p = Path(path)
-    try:
-        text = p.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError(f"{p}: no such file; pass the guard's YAML configuration with --config") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{p}: cannot read it ({getattr(exc, 'strerror', None) or exc})") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark is not None else ""
-        raise ConfigError(f"{p}: not valid YAML{where}: {getattr(exc, 'problem', None) or 'syntax error'}") from None
+    data = read_guard_yaml(p, str(p), "no such file; pass the guard's YAML configuration with --config")
     cfg = parse_config(data if data is not None else {}, str(p), p.parent)
     cfg._path = p
     return cfg

@@ -163,7 +163,6 @@ class Monitor:
                 if score >= det.ALARM:
                     alarming[name] = evidence
                     self.metrics.alarms.labels(detector=name).inc()
-            self.metrics.requests.labels(decision=self.metrics.decision_label(f.decision)).inc()
             self.metrics.queries.inc(f.n_rows)
             st = self.standings.get(f.principal)
             st.queries += f.n_rows

@@ -13,7 +13,7 @@ State is bounded: per-principal state lives in a :class:`Bounded` LRU map and ev
 from __future__ import annotations
 
 import importlib
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from dataclasses import dataclass
 from typing import Any, Callable, Generic, Protocol, TypeVar
 
@@ -94,6 +94,35 @@ def ramp(value: float, threshold: float, extreme: float) -> float:
     if span == 0:
         return 1.0 if value == threshold else 0.0
     return float(min(1.0, max(0.0, ALARM + ALARM * (value - threshold) / span)))
+
+
+def share_score(hits: int, seen: int, min_count: int, min_fraction: float) -> float:
+    """A principal's standing score from how many of its ``seen`` recent queries were suspicious:
+    0.5 once there are both ``min_count`` of them and they make ``min_fraction`` of the recent ones,
+    1 at twice either. Needing both keeps a few chance look-alikes from ever adding up to an alarm."""
+    if seen <= 0:
+        return 0.0
+    return ramp(min(hits / min_count, hits / seen / min_fraction), 1.0, 2.0)
+
+
+class RecentRows:
+    """The fingerprints of a principal's last ``size`` distinct rows, to drop exact repeats: a retry
+    or a cached duplicate tells an attacker nothing new, so detectors must not count it twice."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._set: set[str] = set()
+        self._order: deque[str] = deque()
+
+    def first_time(self, fingerprint: str) -> bool:
+        """True (and remembered) unless the row is one of the recent ones."""
+        if fingerprint in self._set:
+            return False
+        self._set.add(fingerprint)
+        self._order.append(fingerprint)
+        if len(self._order) > self.size:
+            self._set.discard(self._order.popleft())
+        return True
 
 
 K = TypeVar("K")
@@ -202,5 +231,5 @@ def create(name: str, params: dict[str, Any] | None) -> Detector:
     return cls(cls.Config.model_validate(params or {}))
 
 
-__all__ = ["ALARM", "Bounded", "Detector", "DetectorConfig", "EventFeatures", "FirstPrincipals", "ScaleCalibration", "create", "ramp",
-           "register_detector", "registry", "spread"]
+__all__ = ["ALARM", "Bounded", "Detector", "DetectorConfig", "EventFeatures", "FirstPrincipals", "RecentRows", "ScaleCalibration", "create",
+           "ramp", "register_detector", "registry", "share_score", "spread"]

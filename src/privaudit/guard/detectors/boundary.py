@@ -10,20 +10,19 @@ only ever see labels. A model that is often unsure needs a higher ``max_fraction
 from __future__ import annotations
 
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 from pydantic import Field
 
-from privaudit.guard.detectors import Bounded, DetectorConfig, EventFeatures, ramp, register_detector
+from privaudit.guard.detectors import Bounded, DetectorConfig, EventFeatures, RecentRows, ramp, register_detector
 
 
 @dataclass
 class _State:
     near: deque[bool]
-    seen: set[str] = field(default_factory=set)
-    seen_order: deque[str] = field(default_factory=deque)
+    rows: RecentRows
 
 
 @register_detector("boundary")
@@ -39,18 +38,14 @@ class Boundary:
     def __init__(self, config: "Boundary.Config") -> None:
         self.config = config
         self.states: Bounded[str, _State] = Bounded(config.max_principals,
-                                                    lambda: _State(deque(maxlen=config.window)))
+                                                    lambda: _State(deque(maxlen=config.window), RecentRows(4 * config.window)))
 
     def observe(self, f: EventFeatures) -> tuple[float, dict[str, Any]]:
         cfg = self.config
         st = self.states.get(f.principal)
         for fp, margin in zip(f.fingerprints, f.margins):
-            if not np.isfinite(margin) or fp in st.seen:  # no answer, or a retry
+            if not np.isfinite(margin) or not st.rows.first_time(fp):  # no answer, or a retry
                 continue
-            st.seen.add(fp)
-            st.seen_order.append(fp)
-            if len(st.seen_order) > 4 * cfg.window:
-                st.seen.discard(st.seen_order.popleft())
             st.near.append(bool(margin < cfg.margin))
         n = len(st.near)
         if n < cfg.min_queries:

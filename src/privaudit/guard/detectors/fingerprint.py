@@ -26,7 +26,8 @@ import numpy as np
 from numpy.typing import NDArray
 from pydantic import Field
 
-from privaudit.guard.detectors import Bounded, DetectorConfig, EventFeatures, ScaleCalibration, ramp, register_detector
+from privaudit.guard.detectors import (Bounded, DetectorConfig, EventFeatures, ScaleCalibration, ramp, register_detector,
+                                       share_score)
 
 
 def window_hashes(cells: NDArray[np.int64], width: int) -> frozenset[int]:
@@ -146,8 +147,7 @@ class Fingerprint:
         # chance, an attack's recent queries are mostly near-duplicates. A dense cluster raises this
         # one request even for an account with no history.
         matches = sum(st.recent)
-        ratio = min(matches / cfg.min_matches, matches / len(st.recent) / cfg.min_fraction)
-        score = max(ramp(ratio, 1.0, 2.0), cluster)
+        score = max(share_score(matches, len(st.recent), cfg.min_matches, cfg.min_fraction), cluster)
         return score, {"near_duplicates": int(sum(st.recent)), "of_recent": len(st.recent),
                       "largest_cluster": near_max, "other_principals": others,
                       "quantum": round(quantum, 6)}

@@ -29,7 +29,8 @@ import numpy as np
 from numpy.typing import NDArray
 from pydantic import Field
 
-from privaudit.guard.detectors import Bounded, DetectorConfig, EventFeatures, ScaleCalibration, ramp, register_detector
+from privaudit.guard.detectors import (Bounded, DetectorConfig, EventFeatures, RecentRows, ScaleCalibration, register_detector,
+                                       share_score)
 
 
 @dataclass
@@ -39,19 +40,11 @@ class _State:
     sketches: NDArray[np.float32] = field(default_factory=lambda: np.empty((0, 0), dtype=np.float32))
     filled: int = 0
     cursor: int = 0
-    seen: set[str] = field(default_factory=set)
-    seen_order: deque[str] = field(default_factory=deque)
+    rows: RecentRows = field(init=False)
     last: float | None = None  # the latest query's k-NN distance
 
-    def remember(self, fingerprint: str) -> bool:
-        """False for an exact repeat of one of the principal's recent queries."""
-        if fingerprint in self.seen:
-            return False
-        self.seen.add(fingerprint)
-        self.seen_order.append(fingerprint)
-        if len(self.seen_order) > 4 * self.history:
-            self.seen.discard(self.seen_order.popleft())
-        return True
+    def __post_init__(self) -> None:
+        self.rows = RecentRows(4 * self.history)
 
     def knn(self, sketch: NDArray[np.float64], k: int) -> float | None:
         """Mean distance to the k nearest remembered queries (None with fewer than k)."""
@@ -108,7 +101,7 @@ class Knn:
         cfg = self.config
         st = self.states.get(f.principal)
         for fp, sketch in zip(f.fingerprints, f.sketches):
-            if not st.remember(fp):
+            if not st.rows.first_time(fp):
                 continue
             self.dims = len(sketch)
             radius = self.radius
@@ -126,7 +119,6 @@ class Knn:
         if not st.recent:
             return 0.0, {"history": st.filled, "needed": cfg.k}
         close = sum(st.recent)
-        ratio = min(close / cfg.min_matches, close / len(st.recent) / cfg.min_fraction)
-        return ramp(ratio, 1.0, 2.0), {"close": int(close), "of_recent": len(st.recent),
+        return share_score(close, len(st.recent), cfg.min_matches, cfg.min_fraction), {"close": int(close), "of_recent": len(st.recent),
                                        "knn_distance": None if st.last is None else round(st.last, 4),
                                        "radius": round(radius, 6)}

@@ -24,14 +24,15 @@ a stored log gives the same answer; the subspace is learned again after every st
 from __future__ import annotations
 
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
 from pydantic import Field
 
-from privaudit.guard.detectors import Bounded, DetectorConfig, EventFeatures, FirstPrincipals, ramp, register_detector
+from privaudit.guard.detectors import (Bounded, DetectorConfig, EventFeatures, FirstPrincipals, RecentRows, register_detector,
+                                       share_score)
 
 OUTLIER = 2.0  # a calibration principal this many times further off than the median one is dropped
 
@@ -79,18 +80,8 @@ def fit_subspace(samples: list[NDArray[np.float64]], explained: float) -> Subspa
 @dataclass
 class _State:
     recent: deque[bool]
-    seen: set[str] = field(default_factory=set)
-    seen_order: deque[str] = field(default_factory=deque)
+    rows: RecentRows
     last: float | None = None
-
-    def remember(self, fingerprint: str) -> bool:
-        if fingerprint in self.seen:
-            return False
-        self.seen.add(fingerprint)
-        self.seen_order.append(fingerprint)
-        if len(self.seen_order) > 4 * (self.recent.maxlen or 1):
-            self.seen.discard(self.seen_order.popleft())
-        return True
 
 
 @register_detector("manifold")
@@ -111,13 +102,13 @@ class Manifold:
         self.sample = FirstPrincipals(config.calibration_rows, config.calibration_principals)
         self.subspace: Subspace | None = None
         self.states: Bounded[str, _State] = Bounded(config.max_principals,
-                                                    lambda: _State(deque(maxlen=config.recent)))
+                                                    lambda: _State(deque(maxlen=config.recent), RecentRows(4 * config.recent)))
 
     def observe(self, f: EventFeatures) -> tuple[float, dict[str, Any]]:
         cfg = self.config
         st = self.states.get(f.principal)
         for fp, sketch in zip(f.fingerprints, f.sketches):
-            if not st.remember(fp):
+            if not st.rows.first_time(fp):
                 continue
             sub = self.subspace
             if sub is None or len(sub.mean) != len(sketch):
@@ -133,7 +124,6 @@ class Manifold:
         if not st.recent:
             return 0.0, {}
         off = sum(st.recent)
-        ratio = min(off / cfg.min_matches, off / len(st.recent) / cfg.min_fraction)
-        return ramp(ratio, 1.0, 2.0), {"off": int(off), "of_recent": len(st.recent),
+        return share_score(off, len(st.recent), cfg.min_matches, cfg.min_fraction), {"off": int(off), "of_recent": len(st.recent),
                                        "residual": None if st.last is None else round(st.last, 3),
                                        "threshold": cfg.threshold, "components": len(self.subspace.components)}

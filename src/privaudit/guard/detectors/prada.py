@@ -28,7 +28,7 @@ from numpy.typing import NDArray
 from pydantic import Field
 from scipy import stats
 
-from privaudit.guard.detectors import Bounded, DetectorConfig, EventFeatures, ramp, register_detector
+from privaudit.guard.detectors import Bounded, DetectorConfig, EventFeatures, RecentRows, ramp, register_detector
 
 W_FLOOR = 0.2  # how far below the threshold W must fall for the score to reach 1
 MAX_CLASSES = 256  # labels beyond this many share one group (bounds the per-class bookkeeping)
@@ -72,25 +72,15 @@ class _State:
     filled: int = 0
     cursor: int = 0
     classes: dict[int, _Class] = field(default_factory=dict)
-    seen: set[str] = field(default_factory=set)
-    seen_order: deque[str] = field(default_factory=deque)
     distances: deque[float] = field(default_factory=deque)
     since_test: int = 0
     w: float | None = None
     queries: int = 0  # distinct queries (exact repeats excluded)
+    rows: RecentRows = field(init=False)
 
     def __post_init__(self) -> None:
         self.distances = deque(maxlen=self.window)
-
-    def remember(self, fingerprint: str) -> bool:
-        """False when the principal sent this exact row before (within a bounded memory)."""
-        if fingerprint in self.seen:
-            return False
-        self.seen.add(fingerprint)
-        self.seen_order.append(fingerprint)
-        if len(self.seen_order) > 4 * self.window:
-            self.seen.discard(self.seen_order.popleft())
-        return True
+        self.rows = RecentRows(4 * self.window)
 
     def group(self, label: int | None) -> int:
         if label is None or (label not in self.classes and len(self.classes) >= MAX_CLASSES):
@@ -143,7 +133,7 @@ class Prada:
         cfg = self.config
         st = self.states.get(f.principal)
         for fp, sketch, label in zip(f.fingerprints, f.sketches, f.top):
-            if not st.remember(fp):
+            if not st.rows.first_time(fp):
                 continue
             st.queries += 1
             group = st.group(label)
