@@ -22,7 +22,6 @@ person's record; the yardstick is how close an unseen (holdout) record of the sa
 from __future__ import annotations
 
 import math
-import re
 from dataclasses import dataclass
 from typing import Any, Sequence
 
@@ -222,40 +221,23 @@ def time_to_reconstruct(queries: int, limit_per_minute: float) -> float:
     return 60.0 * float(queries) / float(limit_per_minute)
 
 
-# The guard's rate notation (that of the ``limits`` library): a month is 30 days, a year 360.
-_WINDOW_SECONDS = {"second": 1.0, "minute": 60.0, "hour": 3600.0, "day": 86400.0, "month": 2592000.0,
-                   "year": 31104000.0}
-_RATE_PART = re.compile(r"^\s*(\d+)\s*(?:/|\s+per\s+)\s*(\d+)?\s*(second|minute|hour|day|month|year)s?\s*$",
-                        re.IGNORECASE)
-
-
-def parse_rate_limits(text: str) -> tuple[tuple[int, float], ...]:
-    """``"20/second;120/minute"`` -> ``((20, 1.0), (120, 60.0))``: records allowed per window of seconds.
-
-    Accepts what the guard's ``limits.default`` accepts: ``N/unit``, ``N per unit`` or ``N/K units``,
-    several joined by ``;``, ``,`` or ``|``.
-    """
-    out = []
-    for part in re.split(r"[;,|]", text):
-        m = _RATE_PART.match(part)
-        if m is None or int(m.group(1)) == 0 or (m.group(2) is not None and int(m.group(2)) == 0):
-            raise ValueError(f"query limit {text!r}: {part.strip()!r} is not a rate like '20/second' with a "
-                             "positive count (join several with ';', e.g. '20/second;120/minute;20000/day')")
-        out.append((int(m.group(1)), float(m.group(2) or 1) * _WINDOW_SECONDS[m.group(3).lower()]))
-    return tuple(out)
-
-
 def seconds_at_limit(queries: int, limits: str | Sequence[tuple[int, float]]) -> float:
     """Earliest moment the last of ``queries`` records can be sent through moving-window rate limits.
 
-    The attacker sends each record as soon as every window allows it: at most N_i records in any
+    ``limits`` is a rate string as the guard reads it (``"20/second;120/minute;20000/day"``) or
+    (records, window seconds) pairs. The attacker sends each record as soon as every window allows it: at most N_i records in any
     W_i seconds (the guard's moving windows), so record k goes at
     ``t_k = max(t_(k-1), max_i t_(k-N_i) + W_i)`` with ``t_0 = 0``. Network latency and the attack's
     own computing are ignored, which makes this a lower bound on the attacker's wall time. Unlike
     :func:`time_to_reconstruct` it lets the first window's quota go out at once and honours every
     window, so a daily cap far above a per-minute one still counts once the attack is long enough.
     """
-    rates = parse_rate_limits(limits) if isinstance(limits, str) else tuple((int(n), float(w)) for n, w in limits)
+    if isinstance(limits, str):
+        from privaudit.controls import parse_rates  # the one reader of rate strings, the guard's
+
+        rates = tuple((r.amount, float(r.window_seconds)) for r in parse_rates(limits))
+    else:
+        rates = tuple((int(n), float(w)) for n, w in limits)
     if not rates or any(n < 1 or not w > 0 for n, w in rates):
         raise ValueError("every query limit needs at least one record per window and a window longer than 0 s")
     q = int(queries)
