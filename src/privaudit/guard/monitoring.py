@@ -22,15 +22,17 @@ internal evaluation jobs). An alert fires whenever a principal's level rises to 
 ``alerts.min_level``.
 
 Explainers need the allow list. LIME, SHAP's sampling explainers and the like send a few hundred
-perturbations of one record: to a near-duplicate detector that IS probing, and on images with blank
-regions many of those perturbations are near-duplicates of each other. With the default thresholds
-some such runs stay at ``log`` and some are escalated, so list explainer principals in ``allow``.
+perturbations of one record: to the near-duplicate, knn and manifold detectors that IS probing (blanked
+superpixels are far off the inputs ordinary clients send). With the default thresholds a LIME run on
+an image is escalated within a few dozen queries, so list explainer principals in ``allow``.
 
-Thresholds were set on synthetic traffic (tests/traffic.py); calibrate them on your own benign
-traffic by replaying a day of logs with ``privaudit monitor`` and checking who it flags. The
-fingerprint detector's grid step is learned from the first principals after each start unless
-``detectors.fingerprint.quantum`` pins it (``privaudit monitor`` reports the value it learned): pin
-it in production so a restart is not a window without near-duplicate detection.
+Thresholds were set on synthetic traffic (tests/traffic.py) and checked on real attacks through a
+running guard (bench/guard.py); calibrate them on your own benign traffic by replaying a day of logs
+with ``privaudit monitor`` and checking who it flags. The fingerprint detector's grid step and the
+knn detector's radius are learned from the first principals after each start unless
+``detectors.fingerprint.quantum`` / ``detectors.knn.radius`` pin them (``privaudit monitor`` reports
+the values it learned): pin them in production so a restart is not a window without detection.
+The manifold detector's subspace is always learned again after a start.
 """
 
 from __future__ import annotations
