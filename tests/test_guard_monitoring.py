@@ -405,6 +405,8 @@ def test_observe_is_thread_safe_and_takes_odd_requests(tmp_path: Path, target: T
     ({"detectors": {"nope": {}}}, "detectors.nope"),
     ({"detectors": {"prada": {"threshold": 2}}}, "detectors.prada.threshold"),
     ({"detectors": {"volume": {"window": 3}}}, "detectors.volume.window"),
+    ({"detectors": {"knn": {"k": 300}}}, "detectors.knn: k (300) cannot exceed history (200)"),
+    ({"detectors": {"manifold": {"threshold": 0.5}}}, "detectors.manifold.threshold"),
     ({"response": ["log", "ban"]}, "response[1]"),
     ({"response": ["block", "degrade"]}, "response"),
     ({"alerts": {"webhook": {"url": "ftp://x"}}}, "alerts.webhook.url"),

@@ -224,7 +224,8 @@ class Monitor:
 def _one_line(section: str, exc: ValidationError) -> ConfigError:
     err = exc.errors()[0]
     loc = ".".join(str(p) for p in err["loc"])
-    return ConfigError(f"{section}{'.' + loc if loc else ''}: {err['msg']}")
+    msg = str(err["msg"]).removeprefix("Value error, ")
+    return ConfigError(f"{section}{'.' + loc if loc else ''}: {msg}")
 
 
 def _validate(model: type[BaseModel], data: Any, section: str) -> Any:

@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from privaudit.guard.detectors import (Bounded, DetectorConfig, EventFeatures, RecentRows, ScaleCalibration, register_detector,
                                        share_score)
@@ -55,12 +55,19 @@ class _State:
         return float(np.mean(np.sqrt(np.partition(d2, k - 1)[:k])))
 
     def add(self, sketch: NDArray[np.float64]) -> None:
+        """Remember ``sketch``: a ring of at most ``history``, grown by doubling (most principals
+        send few queries, so most never hold the full ring)."""
         if self.sketches.shape[1] != len(sketch):  # first query, or the input width changed
-            self.sketches = np.empty((self.history, len(sketch)), dtype=np.float32)
+            self.sketches = np.empty((min(16, self.history), len(sketch)), dtype=np.float32)
             self.filled = self.cursor = 0
+        if self.cursor == len(self.sketches) and len(self.sketches) < self.history:
+            grown = np.empty((min(2 * len(self.sketches), self.history), len(sketch)), dtype=np.float32)
+            grown[: self.filled] = self.sketches[: self.filled]
+            self.sketches = grown
+        self.cursor %= len(self.sketches)
         self.sketches[self.cursor] = sketch
-        self.cursor = (self.cursor + 1) % self.history
-        self.filled = min(self.filled + 1, self.history)
+        self.cursor += 1
+        self.filled = min(self.filled + 1, len(self.sketches))
 
 
 @register_detector("knn")
@@ -77,11 +84,15 @@ class Knn:
         min_fraction: float = Field(0.3, gt=0.0, le=1.0)  # ... that are also this share of them
         max_principals: int = 10_000  # each may hold history x sketch_dims floats
 
+        @model_validator(mode="after")
+        def _k_within_history(self) -> "Knn.Config":
+            if self.k > self.history:
+                raise ValueError(f"k ({self.k}) cannot exceed history ({self.history})")
+            return self
+
     name = "knn"
 
     def __init__(self, config: "Knn.Config") -> None:
-        if config.k > config.history:
-            raise ValueError(f"k ({config.k}) cannot exceed history ({config.history})")
         self.config = config
         self.dims = 0  # the sketch width (the learned radius depends on it)
         self.scale = ScaleCalibration(config.calibration_rows, config.calibration_principals)
