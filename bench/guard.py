@@ -643,10 +643,13 @@ class _Conn:
         self.reader: asyncio.StreamReader | None = None
         self.writer: asyncio.StreamWriter | None = None
 
+    async def open(self) -> None:
+        self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
+
     async def post(self, head: bytes, body: bytes) -> int:
         if self.writer is None:
-            self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
-        assert self.reader is not None
+            await self.open()
+        assert self.reader is not None and self.writer is not None
         self.writer.write(head + body)
         status_line = await self.reader.readline()
         length = 0
@@ -673,18 +676,20 @@ async def _load(base: str, rate: float, seconds: float, bodies: list[bytes], hea
                 connections: int = 64) -> dict[str, Any]:
     """Open loop: request i is due at i / rate whatever happened before, and waits for a free
     connection if all are busy; its latency counts from when it was due, so a server that falls
-    behind is charged for the queueing it causes (no coordinated omission)."""
+    behind is charged for the queueing it causes (no coordinated omission). The connections are
+    opened before the clock starts, as a load balancer keeps them open."""
     host, port = base.split("://", 1)[1].rsplit(":", 1)
     n = int(rate * seconds)
     lat = np.full(n, np.nan)
     codes: dict[int, int] = defaultdict(int)
     queue: asyncio.Queue[int | None] = asyncio.Queue()
     loop = asyncio.get_running_loop()
-    t0 = loop.time() + 0.05
     heads = [_request_head(base, headers[i % len(headers)], len(bodies[i % len(bodies)])) for i in range(min(n, 4000))]
+    conns = [_Conn(host, int(port)) for _ in range(connections)]
+    await asyncio.gather(*(c.open() for c in conns))
+    t0 = loop.time() + 0.05
 
-    async def worker() -> None:
-        conn = _Conn(host, int(port))
+    async def worker(conn: _Conn) -> None:
         try:
             while (i := await queue.get()) is not None:
                 try:
@@ -699,7 +704,7 @@ async def _load(base: str, rate: float, seconds: float, bodies: list[bytes], hea
         finally:
             conn.close()
 
-    workers = [asyncio.create_task(worker()) for _ in range(connections)]
+    workers = [asyncio.create_task(worker(c)) for c in conns]
     for i in range(n):
         await asyncio.sleep(max(0.0, t0 + i / rate - loop.time()))
         queue.put_nowait(i)

@@ -10,6 +10,7 @@ PrivauditError and become one line and exit code 2 there.
 
 from __future__ import annotations
 
+import gc
 import logging
 import signal
 import sys
@@ -49,6 +50,11 @@ def serve(config_path: Path, host: Optional[str] = None, port: Optional[int] = N
     cfg = load_config(config_path)
     app = build_app(cfg)
     guard = app.state.guard
+    # Everything imported and built so far lives as long as the process: move it out of the garbage
+    # collector's way, so a full collection walks only what requests created (a pause of about a
+    # hundred milliseconds on a busy two-core host otherwise, at every full collection).
+    gc.collect()
+    gc.freeze()
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
     def on_hup(signum: int, frame: Optional[FrameType]) -> None:

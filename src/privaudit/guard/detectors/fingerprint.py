@@ -30,11 +30,12 @@ from privaudit.guard.detectors import (Bounded, DetectorConfig, EventFeatures, S
                                        share_score)
 
 
-def window_hashes(cells: NDArray[np.int64], width: int) -> frozenset[int]:
-    """Hashes of every sliding window of ``cells``, with its position (a sketch's coordinates are not
-    interchangeable, unlike an image's pixels, so a window matches only at the same place)."""
+def window_hashes(cells: NDArray[np.int64], width: int) -> tuple[int, ...]:
+    """The distinct hashes of every sliding window of ``cells``, with its position (a sketch's
+    coordinates are not interchangeable, unlike an image's pixels, so a window matches only at the
+    same place). A tuple, not a set: see ``Fingerprint`` on why the table holds only tuples."""
     values = cells.tolist()
-    return frozenset(hash((i, *values[i:i + width])) for i in range(max(1, len(values) - width + 1)))
+    return tuple(set(hash((i, *values[i:i + width])) for i in range(max(1, len(values) - width + 1))))
 
 
 def quantise(sketch: NDArray[np.float64], quantum: float, offset: NDArray[np.float64]) -> NDArray[np.int64]:
@@ -70,8 +71,11 @@ class Fingerprint:
         self.config = config
         self.scale = ScaleCalibration(config.calibration_rows, config.calibration_principals)
         self.offset: NDArray[np.float64] | None = None
-        self.table: dict[int, deque[int]] = {}
-        self.entries: deque[tuple[int, frozenset[int]]] = deque()
+        # Buckets and entries are tuples of ints, which the garbage collector stops tracking: a table
+        # of deques or sets (hundreds of thousands of containers at full history) made every full
+        # collection walk them all, a pause of tens of milliseconds in the middle of requests.
+        self.table: dict[int, tuple[int, ...]] = {}
+        self.entries: deque[tuple[int, tuple[int, ...]]] = deque()
         self.owner: dict[int, str] = {}
         self.next_id = 0
         self.seen: Bounded[str, bool] = Bounded(config.seen, lambda: True)
@@ -85,27 +89,28 @@ class Fingerprint:
             return self.config.quantum
         return None if self.scale.value is None else self.config.auto_fraction * self.scale.value
 
-    def _remember(self, principal: str, hashes: frozenset[int]) -> None:
+    def _remember(self, principal: str, hashes: tuple[int, ...]) -> None:
         qid = self.next_id
         self.next_id += 1
         self.entries.append((qid, hashes))
         self.owner[qid] = principal
+        keep = self.config.bucket_cap - 1
         for h in hashes:
-            bucket = self.table.get(h)
-            if bucket is None:
-                bucket = self.table[h] = deque(maxlen=self.config.bucket_cap)
-            bucket.append(qid)
+            bucket = self.table.get(h, ())
+            self.table[h] = (bucket[-keep:] if keep else ()) + (qid,)  # the newest bucket_cap ids
         if len(self.entries) > self.config.history:
             old, old_hashes = self.entries.popleft()
             del self.owner[old]
             for h in old_hashes:
                 bucket = self.table.get(h)
                 if bucket and bucket[0] == old:
-                    bucket.popleft()
-                if bucket is not None and not bucket:
-                    del self.table[h]
+                    bucket = bucket[1:]
+                    if bucket:
+                        self.table[h] = bucket
+                    else:
+                        del self.table[h]
 
-    def _near(self, hashes: frozenset[int]) -> list[int]:
+    def _near(self, hashes: tuple[int, ...]) -> list[int]:
         """Remembered queries sharing at least ``match_fraction`` of these hashes."""
         buckets = [b for b in map(self.table.get, hashes) if b]
         need = self.config.match_fraction * len(hashes)
