@@ -628,41 +628,73 @@ def write_markdown(path: Path, results: dict[str, Any], started: str, wall: floa
                                                         f"(default set: {r['default_best']})" for r in results["targets"]),
               ""]
     if results.get("timing"):
-        tm = results["timing"]
-        runs = tm["runs"]
-        first, again = runs["first run, jobs=2, empty cache"], runs["re-run, same cache"]
-        lines += ["## Where the time goes (Purchase-like, seed 0, default attacks, K=4)", "",
-                  "`audit(model, train, holdout, reference_models=4, seed=0, jobs=2, cache_dir=<empty>)` with its "
-                  "defaults, timed in-process with `time.perf_counter`; phases are measured by wrapping "
-                  "`privaudit.audit.train_reference_models`, `SklearnTarget.predict` (every query to the target), "
-                  "`check_split`, `run_attack`, `attack_report` (bootstrap with 200 resamples and the epsilon bound) "
-                  "and the what-if table. Attacks, their metrics and the what-if variants run in up to `jobs` threads, "
-                  "so those phase columns add up the time of every thread and can overlap; the share that is not "
-                  "training or predicting is therefore taken as wall time minus the two, which no overlap can flatter. "
-                  "On the re-run the split check and the analysis (attack scores, their metrics, the what-if rows) "
-                  "come from the cache, keyed by the data, the target's outputs, the reference scores, the options "
-                  "and privaudit's source.", ""]
-        phase_names = ["target predictions", "reference training", "split check", "attacks",
-                       "metrics, bootstrap and epsilon per attack", "what-if table"]
-        rows = []
-        for label, run in runs.items():
-            ph = run["phases"]
-            not_train = run["wall"] - ph.get("reference training", 0.0) - ph.get("target predictions", 0.0)
-            rows.append([label, f"{run['wall']:.1f}", *[f"{ph.get(p, 0.0):.1f}" for p in phase_names],
-                         f"{not_train:.1f}", pct(not_train / run["wall"], 1), run["trained"]])
-        lines += table(["run", "wall s", *phase_names, "s not training/predicting", "share not training/predicting",
-                        "models trained"], rows)
-        t2 = first["phases"]["reference training"]
-        lines += [f"- Share of the first run's wall time that is not training or predicting: "
-                  f"**{pct((first['wall'] - t2 - first['phases'].get('target predictions', 0)) / first['wall'], 1)}** "
-                  f"(bar: under 10 %; the split check, a 3-fold gradient-boosting fit with early stopping on up to "
-                  f"4,000 rows, is {first['phases'].get('split check', 0):.1f}s of it).",
-                  f"- Cached re-run: {again['wall']:.1f}s = **{pct(again['wall'] / first['wall'], 1)}** of the first "
-                  f"run ({first['wall']:.1f}s; bar: under 5 %).",
-                  f"- Reference training, 4 models from an empty cache: jobs=1 {tm['reference_jobs1']:.1f}s, jobs=2 "
-                  f"{t2:.1f}s -> speed-up **{tm['reference_jobs1'] / t2:.2f}x** on 2 cores.", ""]
+        lines += timing_lines(results["timing"])
     path.write_text("\n".join(lines) + "\n")
     return verdict
+
+
+def timing_lines(tm: dict[str, Any]) -> list[str]:
+    """The 'where the time goes' section from timing_study()'s result."""
+    lines: list[str] = []
+    runs = tm["runs"]
+    first, again = runs["first run, jobs=2, empty cache"], runs["re-run, same cache"]
+    lines += ["## Where the time goes (Purchase-like, seed 0, default attacks, K=4)", "",
+              "`audit(model, train, holdout, reference_models=4, seed=0, jobs=2, cache_dir=<empty>)` with its "
+              "defaults, timed in-process with `time.perf_counter`; phases are measured by wrapping "
+              "`privaudit.audit.train_reference_models`, `SklearnTarget.predict` (every query to the target), "
+              "`check_split`, `run_attack`, `attack_report` (bootstrap with 200 resamples and the epsilon bound) "
+              "and the what-if table. Attacks, their metrics and the what-if variants run in up to `jobs` threads, "
+              "so those phase columns add up the time of every thread and can overlap; the share that is not "
+              "training or predicting is therefore taken as wall time minus the two, which no overlap can flatter. "
+              "On the re-run the split check and the analysis (attack scores, their metrics, the what-if rows) "
+              "come from the cache, keyed by the data, the target's outputs, the reference scores, the options "
+              "and privaudit's source.", ""]
+    phase_names = ["target predictions", "reference training", "split check", "attacks",
+                   "metrics, bootstrap and epsilon per attack", "what-if table"]
+    rows = []
+    for label, run in runs.items():
+        ph = run["phases"]
+        not_train = run["wall"] - ph.get("reference training", 0.0) - ph.get("target predictions", 0.0)
+        rows.append([label, f"{run['wall']:.1f}", *[f"{ph.get(p, 0.0):.1f}" for p in phase_names],
+                     f"{not_train:.1f}", pct(not_train / run["wall"], 1), run["trained"]])
+    lines += table(["run", "wall s", *phase_names, "s not training/predicting", "share not training/predicting",
+                    "models trained"], rows)
+    t2 = first["phases"]["reference training"]
+    lines += [f"- Share of the first run's wall time that is not training or predicting: "
+              f"**{pct((first['wall'] - t2 - first['phases'].get('target predictions', 0)) / first['wall'], 1)}** "
+              f"(bar: under 10 %; the split check, a 3-fold gradient-boosting fit with early stopping on up to "
+              f"4,000 rows, is {first['phases'].get('split check', 0):.1f}s of it).",
+              f"- Cached re-run: {again['wall']:.1f}s = **{pct(again['wall'] / first['wall'], 1)}** of the first "
+              f"run ({first['wall']:.1f}s; bar: under 5 %).",
+              f"- Reference training, 4 models from an empty cache: jobs=1 {tm['reference_jobs1']:.1f}s, jobs=2 "
+              f"{t2:.1f}s -> speed-up **{tm['reference_jobs1'] / t2:.2f}x** on 2 cores.", ""]
+    return lines
+
+
+def _timing_only(cfg: dict[str, Any], cfg_name: str, cache_root: Path, started: str, t0: float,
+                 out: Path | None) -> int:
+    """Re-measure only where the time goes, e.g. on a quiet machine; its own results file."""
+    load = LoadSampler()
+    try:
+        load.__enter__()
+        target = make_target("purchase", cfg["purchase_seeds"][0], cfg)
+        tm = timing_study(target["model"], target["split"], target["seed"], cache_root)
+    finally:
+        load.__exit__()
+        shutil.rmtree(cache_root, ignore_errors=True)
+    wall = time.perf_counter() - t0
+    path = out or BENCH / "results" / ("membership-timing-quick.md" if cfg_name == "quick" else "membership-timing.md")
+    lines = header("Membership audit: where the time goes (timing study alone)", [target["seed"]], started, wall,
+                   load=load.summary())
+    lines += [f"Target: {target['description']} with s = {target['seed']}, fitted in {target['fit_seconds']:.1f}s "
+              f"(train accuracy {target['train_acc']:.3f}, holdout {target['holdout_acc']:.3f}). The same study "
+              "`python bench/membership.py` runs after its comparisons; this file comes from "
+              "`--timing-only`, which runs nothing else, so that it can be taken when the machine is quiet.", ""]
+    lines += timing_lines(tm)
+    path.write_text("\n".join(lines) + "\n")
+    path.with_suffix(".json").write_text(json.dumps(_jsonable({"timing": tm, "wall_seconds": wall}), indent=1))
+    print(f"wrote {path} ({wall / 60:.1f} min)")
+    return 0
 
 
 def _jsonable(o: Any) -> Any:
@@ -685,6 +717,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, default=None, help="markdown output (default bench/results/membership[-quick].md)")
     p.add_argument("--cache-dir", type=Path, default=None, help="reference-score cache root (default: a temporary dir)")
     p.add_argument("--no-timing", action="store_true", help="skip the where-does-the-time-go study")
+    p.add_argument("--timing-only", action="store_true",
+                   help="only the timing study (seed-0 Purchase-like target), written to membership-timing.md")
     p.add_argument("--targets", default="purchase,breast_cancer")
     p.add_argument("--bootstrap", type=int, default=200)
     args = p.parse_args(argv)
@@ -696,6 +730,8 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("PYTHONWARNINGS", "ignore")  # loky workers
     started, t0 = now_utc(), time.perf_counter()
     cache_root = args.cache_dir or Path(tempfile.mkdtemp(prefix="privaudit-bench-"))
+    if args.timing_only:
+        return _timing_only(cfg, cfg_name, cache_root, started, t0, args.out)
     _install_reference_timer()
     targets = args.targets.split(",")
     results: dict[str, Any] = {"config": cfg_name, "targets": []}
