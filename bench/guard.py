@@ -16,8 +16,8 @@ exactly as a deployment would (subprocess, real sockets on 127.0.0.1). Then:
    through the guard, in the same run; p50/p99 and the highest rate the guard sustains.
 3. **Monitor throughput.** ``privaudit monitor`` over a generated query log.
 
-    python bench/guard.py            # the benchmark (~6-8 min on 2 idle cores) -> bench/results/guard.md
-    python bench/guard.py --quick    # smoke run (~2 min)                      -> bench/results/guard-quick.md
+    python bench/guard.py            # the benchmark (~5 min on 2 cores) -> bench/results/guard.md
+    python bench/guard.py --quick    # smoke run (~2-3 min)              -> bench/results/guard-quick.md
 """
 
 from __future__ import annotations
