@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import datetime as _dt
+import functools
+import hashlib
 import platform
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, Sequence
+from typing import Any, Callable, Literal, Sequence
 
 import numpy as np
 from numpy.typing import NDArray
@@ -23,7 +25,7 @@ from privaudit.models import LoadedModel, LoadOptions, as_target, load_model
 from privaudit.progress import Reporter, Silent
 from privaudit.reference import (ReferenceScores, Recipe, ScoreCache, default_cache_dir, default_surrogate,
                                  recipe_from_estimator, recipe_from_trainer, train_reference_models)
-from privaudit.report.schema import (FPR_KEYS, AttackReport, AttributeInferenceSection, InversionSection, DataInfo, Membership, ModelInfo,
+from privaudit.report.schema import (FPR_KEYS, AttackReport, AttributeInferenceSection, InversionSection, DataInfo, Membership, ModelInfo, WhatIfRow,
                                      Provenance, RecordRisk, Report, SkippedAttack, SplitCheck)
 from privaudit.rules import ControlsEvidence, Evidence, Policy, evaluate_all
 from privaudit.scoring import attack_report, best_attack, dp_claim
@@ -209,7 +211,12 @@ def audit(
         recipe = _recipe(loaded, trainer, tr, seed)
         recipe_desc = recipe.description
         ui.info(f"Reference models: {reference_models} ({recipe.description})")
+        # The pool is both files, row for row (their hashes already cover every value), with the label
+        # column named and encoded as here; hashing the 8 bytes per record of y is cheap.
+        pool_fp = hashlib.sha256("|".join(["pool", tr_sha, ho_sha, repr(X.shape), repr(tr.label_name),
+                                           repr(ho.label_name)]).encode() + y.astype("<i8").tobytes()).hexdigest()
         refs = train_reference_models(recipe, X, y, len(classes), reference_models, seed=seed, jobs=jobs, cache=cache,
+                                      data_fp=pool_fp,
                                       on_progress=lambda d, t: ui.progress("training reference models", d, t))
 
     floor = probability_floor(mode.rounding)
@@ -252,8 +259,18 @@ def audit(
         return result, report
 
     to_run = [s for s in offline_specs if stored[s.name] is None]
+    # The what-if variants need nothing from the attacks above: they share the same threads, so no
+    # core idles while the longest attack finishes.
+    from privaudit import whatif
+
+    kept_rows = analysis.load_what_if() if what_if and reuse else None
+    variant_tasks = (whatif.variant_tasks(ctx, None if refs is None else refs.probabilities, is_member)
+                     if what_if and kept_rows is None and whatif.applicable(ctx) else [])
+    tasks: list[Callable[[], Any]] = [functools.partial(scored, s) for s in to_run] + variant_tasks
+    done_tasks = thread_map(lambda task: task(), tasks, jobs)
+    variant_rows = done_tasks[len(to_run):]
     by_name = {**{k: v for k, v in stored.items() if v is not None},
-               **dict(zip((s.name for s in to_run), thread_map(scored, to_run, jobs)))}
+               **dict(zip((s.name for s in to_run), done_tasks[:len(to_run)]))}
     results: list[AttackResult] = []
     reports: list[AttackReport] = []
     for spec in runnable:
@@ -300,16 +317,12 @@ def audit(
         reference_models_trained=0 if refs is None else refs.trained)
     from privaudit import __version__
 
-    what_if_rows = []
-    if what_if:
-        from privaudit.whatif import what_if as _what_if
-
-        kept = analysis.load_what_if() if reuse else None
-        if kept is None:
-            kept = _what_if(ctx, None if refs is None else refs.probabilities, is_member,
-                            {r.name: r.scores for r in results}, jobs=jobs)
-            analysis.store_what_if(kept)
-        what_if_rows = kept
+    what_if_rows: list[WhatIfRow] = []
+    if kept_rows is not None:
+        what_if_rows = kept_rows
+    elif what_if and whatif.applicable(ctx):
+        what_if_rows = [whatif.audited_row(ctx, is_member, {r.name: r.scores for r in results}), *variant_rows]
+        analysis.store_what_if(what_if_rows)
     inversion_section = attribute_section = None
     if inversion or sensitive:
         from privaudit.inversion_audit import inversion_what_if, run_attribute_section, run_inversion_section

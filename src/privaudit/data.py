@@ -403,10 +403,14 @@ def encode_labels(ds: Dataset, classes: Sequence[Any] | NDArray[Any]) -> NDArray
 
 def _canonical(X: NDArray[Any]) -> NDArray[np.float64]:
     """Little-endian float64 rows in which equal values have equal bytes (-0.0 -> 0.0, one nan)."""
-    A = np.ascontiguousarray(np.asarray(X, dtype="<f8")) + 0.0  # adding 0.0 turns -0.0 into 0.0
+    A = np.ascontiguousarray(np.asarray(X, dtype="<f8"))
     if A.ndim != 2:
         raise ValueError(f"expected a 2-D array of rows, got shape {A.shape}")
-    A[np.isnan(A)] = np.nan  # nan payloads differ between producers; use one
+    nan = np.isnan(A)
+    if not nan.any() and not np.any(np.signbit(A) & (A == 0.0)):
+        return A  # already canonical: hashed as it is, without a copy
+    A = A + 0.0  # a copy in which -0.0 became 0.0
+    A[nan] = np.nan  # nan payloads differ between producers; use one
     return A
 
 
@@ -437,7 +441,8 @@ def dataset_sha256(ds: Dataset) -> str:
     """The file's sha256, or for in-memory data a stable hash of the contents of X and y."""
     if ds.sha256 is not None:
         return ds.sha256
-    h = hashlib.sha256(repr(ds.X.shape).encode() + _canonical(ds.X).tobytes())
+    h = hashlib.sha256(repr(ds.X.shape).encode())
+    h.update(_canonical(ds.X).data)  # the buffer itself: no copy of the bytes
     y = np.asarray(ds.y)
     if y.dtype.kind in "biuf":
         h.update(b"num" + y.astype("<f8").tobytes())

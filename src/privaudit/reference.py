@@ -222,13 +222,15 @@ def train_reference_models(
     jobs: int | None = None,
     cache: ScoreCache | None = None,
     on_progress: Callable[[int, int], None] | None = None,
+    data_fp: str | None = None,
 ) -> ReferenceScores:
     """Outputs of ``n_models`` reference models on every record, from the cache where possible."""
     from joblib import Parallel, delayed
 
     cache = cache or ScoreCache(None)
     masks = in_masks(y, n_models, seed)
-    data_fp = data_fingerprint(X, y)
+    # A caller that already hashed the pool (the audit hashes both files for provenance) passes that.
+    data_fp = data_fp or data_fingerprint(X, y)
     keys = [cache.key(recipe, data_fp, seed, k) for k in range(n_models)]
     probs: list[NDArray[np.float64] | None] = [cache.get(key) for key in keys]
     probs = [p if p is not None and p.shape == (len(y), n_classes) else None for p in probs]

@@ -87,11 +87,15 @@ def _measure(X_train: NDArray[np.float64], X_holdout: NDArray[np.float64], seed:
 
     duplicates = duplicate_rows(X_train, X_holdout)
     rng = np.random.default_rng(seed)
-    X = np.vstack([X_train, X_holdout])
-    side = np.r_[np.ones(len(X_train), bool), np.zeros(len(X_holdout), bool)]
-    if len(X) > MAX_ROWS:
-        keep = rng.choice(len(X), MAX_ROWS, replace=False)
-        X, side = X[keep], side[keep]
+    n_train, n = len(X_train), len(X_train) + len(X_holdout)
+    side = np.r_[np.ones(n_train, bool), np.zeros(len(X_holdout), bool)]
+    # Rows are drawn before anything is copied: the sample, not both files, is what gets stacked.
+    keep = rng.choice(n, MAX_ROWS, replace=False) if n > MAX_ROWS else np.arange(n)
+    X = np.empty((len(keep), X_train.shape[1]), dtype=np.float64)
+    from_train = keep < n_train
+    X[from_train] = X_train[keep[from_train]]
+    X[~from_train] = X_holdout[keep[~from_train] - n_train]
+    side = side[keep]
     auc: float | None = None
     if min(side.sum(), (~side).sum()) >= 10:
         folds = StratifiedKFold(n_splits=3, shuffle=True, random_state=int(rng.integers(2**31 - 1)))

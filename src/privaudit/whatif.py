@@ -8,7 +8,8 @@ into numbers for this model: how much attack power each policy removes and what 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import functools
+from collections.abc import Callable, Mapping
 from dataclasses import replace
 
 import numpy as np
@@ -55,22 +56,28 @@ def _row(label: str, ctx: AttackContext, is_member: NDArray[np.bool_], accuracy:
                      tpr_at_fpr=best_tprs, accuracy=accuracy, calibrated_probabilities=calibrated)
 
 
-def what_if(ctx: AttackContext, raw_reference_probs: NDArray[np.float64] | None, is_member: NDArray[np.bool_],
-            audited_scores: Mapping[str, NDArray[np.float64]] | None = None, *, jobs: int | None = 1) -> list[WhatIfRow]:
-    """Rows for the audited serving mode and each hardened variant (needs the target's full probabilities).
+def applicable(ctx: AttackContext) -> bool:
+    """The table needs the target's full probabilities; an already hardened target does not give them."""
+    return ctx.target_probs is not None and ctx.mode.kind in ("probabilities", "logits") and ctx.mode.rounding is None
 
-    ``audited_scores`` holds the scores the audit's own attacks already computed on ``ctx``; the
-    "as audited" row reuses them instead of running those attacks a second time.
-    """
-    if ctx.target_probs is None or ctx.mode.kind not in ("probabilities", "logits") or ctx.mode.rounding is not None:
-        return []  # already hardened: the full probabilities needed to simulate other policies are not available
+
+def audited_row(ctx: AttackContext, is_member: NDArray[np.bool_],
+                audited_scores: Mapping[str, NDArray[np.float64]] | None = None) -> WhatIfRow:
+    """The "as audited" row; ``audited_scores`` (the audit's own attack scores on ``ctx``) spare re-running them."""
+    assert ctx.target_probs is not None
+    holdout = ~is_member
+    accuracy = metrics.accuracy(ctx.y[holdout], np.argmax(ctx.target_probs[holdout], axis=1))
+    return _row("as audited", ctx, is_member, accuracy, True, ctx.mode, None, audited_scores)
+
+
+def variant_tasks(ctx: AttackContext, raw_reference_probs: NDArray[np.float64] | None,
+                  is_member: NDArray[np.bool_]) -> list[Callable[[], WhatIfRow]]:
+    """One independent task per hardened serving policy (each returns its row), to run in any order."""
+    assert ctx.target_probs is not None
     full = ctx.target_probs
     holdout = ~is_member
-    rows = [_row("as audited", ctx, is_member, metrics.accuracy(ctx.y[holdout], np.argmax(full[holdout], axis=1)),
-                 True, ctx.mode, None, audited_scores)]
 
-    def variant_row(variant_spec: tuple[str, OutputMode, float | None]) -> WhatIfRow:
-        label, mode, temperature = variant_spec
+    def variant_row(label: str, mode: OutputMode, temperature: float | None) -> WhatIfRow:
         target_seen = apply_output_mode(temper(full, temperature), mode)
         refs_seen = None
         if raw_reference_probs is not None and mode.has_scores:
@@ -84,4 +91,17 @@ def what_if(ctx: AttackContext, raw_reference_probs: NDArray[np.float64] | None,
         calibrated = mode.kind == "probabilities" and (mode.rounding is None or mode.rounding >= 2) and temperature is None
         return _row(label, variant, is_member, acc, calibrated, mode, temperature)
 
-    return rows + thread_map(variant_row, VARIANTS, jobs)
+    return [functools.partial(variant_row, label, mode, temperature) for label, mode, temperature in VARIANTS]
+
+
+def what_if(ctx: AttackContext, raw_reference_probs: NDArray[np.float64] | None, is_member: NDArray[np.bool_],
+            audited_scores: Mapping[str, NDArray[np.float64]] | None = None, *, jobs: int | None = 1) -> list[WhatIfRow]:
+    """Rows for the audited serving mode and each hardened variant (needs the target's full probabilities).
+
+    ``audited_scores`` holds the scores the audit's own attacks already computed on ``ctx``; the
+    "as audited" row reuses them instead of running those attacks a second time.
+    """
+    if not applicable(ctx):
+        return []
+    tasks = variant_tasks(ctx, raw_reference_probs, is_member)
+    return [audited_row(ctx, is_member, audited_scores)] + thread_map(lambda task: task(), tasks, jobs)
