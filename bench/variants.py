@@ -32,6 +32,9 @@ ATTACKS = ("loss", "shadow", "lira_offline", "lira_online", "rmia_offline", "rmi
 TEMPERATURES = (1.0, 1.5, 2.0, 2.5, 3.0)
 
 
+WEIGHTS_IN = (0.25, 0.35, 0.5, 0.65, 0.75)
+
+
 def _rank(s: np.ndarray) -> np.ndarray:
     return np.argsort(np.argsort(s, kind="stable"), kind="stable") / (len(s) - 1.0)
 
@@ -46,6 +49,16 @@ def variants(ctx: Any) -> dict[str, np.ndarray]:
         tp = tempered_true_class_probability(ctx.target_probs, ctx.y, t, ctx.floor)
         rp = tempered_true_class_probability(ctx.reference_probs, ctx.y, t, ctx.floor)
         out[f"rmia_online, T={t:g}"] = log_ratio(tp, rp, ctx.reference_in, offline=False, a=0.0)
+    # RMIA online estimates p(x) as the plain mean over IN and OUT models; weigh the two groups instead.
+    tp = tempered_true_class_probability(ctx.target_probs, ctx.y, 2.0, ctx.floor)
+    rp = tempered_true_class_probability(ctx.reference_probs, ctx.y, 2.0, ctx.floor)
+    ins = ctx.reference_in
+    p_in = np.where(ins, rp, 0.0).sum(0) / np.maximum(ins.sum(0), 1)
+    p_out = np.where(~ins, rp, 0.0).sum(0) / np.maximum((~ins).sum(0), 1)
+    for w in WEIGHTS_IN:
+        px = w * p_in + (1.0 - w) * p_out
+        out[f"rmia_online T=2, p(x) = {w:g} IN + {1 - w:g} OUT"] = np.log(np.maximum(tp, 1e-300)) - np.log(np.maximum(px, 1e-300))
+    out["rmia_online T=2, p(x) geometric mean"] = np.log(np.maximum(tp, 1e-300)) - np.log(np.maximum(rp, 1e-300)).mean(0)
     out["rank mean of rmia_online and lira_online"] = _rank(base["rmia_online"]) + _rank(base["lira_online"])
     out["rank mean of rmia_online, lira_online, rmia_offline"] = (_rank(base["rmia_online"]) + _rank(base["lira_online"])
                                                                   + _rank(base["rmia_offline"]))
