@@ -46,7 +46,6 @@ _PREDICT_CHUNK = 4096
 class AuditData:
     """The audit game: train rows (members) then holdout rows (non-members), labels encoded."""
 
-    X: NDArray[np.float64]
     y: NDArray[np.int64]
     is_member: NDArray[np.bool_]
     n_train: int
@@ -68,11 +67,14 @@ def _load(model: Any, options: LoadOptions) -> LoadedModel:
     return as_target(model)
 
 
-def _predict_all(loaded: LoadedModel, X: NDArray[np.float64], reporter: Reporter) -> NDArray[Any]:
-    chunks = []
-    for start in range(0, len(X), _PREDICT_CHUNK):
-        chunks.append(np.asarray(loaded.target.predict(X[start:start + _PREDICT_CHUNK])))
-        reporter.progress("querying the target", min(start + _PREDICT_CHUNK, len(X)), len(X))
+def _predict_all(loaded: LoadedModel, parts: Sequence[NDArray[np.float64]], reporter: Reporter) -> NDArray[Any]:
+    """The target's outputs on the rows of every part in turn (train, then holdout), without stacking them."""
+    chunks, done, total = [], 0, sum(len(p) for p in parts)
+    for X in parts:
+        for start in range(0, len(X), _PREDICT_CHUNK):
+            chunks.append(np.asarray(loaded.target.predict(X[start:start + _PREDICT_CHUNK])))
+            done += len(chunks[-1])
+            reporter.progress("querying the target", done, total)
     return np.concatenate(chunks, axis=0)
 
 
@@ -167,16 +169,26 @@ def audit(
                                  feature_names=list(names) if names is not None and has_real_names(tr) else None)
     for ds in (tr, ho):
         check_missing(ds, allow_nan=est is not None and _allows_nan(est))
-    X = np.vstack([tr.X, ho.X])
-    n_train = len(tr.X)
+    n_train, n_total = len(tr.X), len(tr.X) + len(ho.X)
     is_member = np.r_[np.ones(n_train, bool), np.zeros(len(ho.X), bool)]
+    stacked: list[NDArray[np.float64]] = []
 
+    def pool_rows() -> NDArray[np.float64]:
+        """Both files' rows in one array, built only for what needs it (training, query-sending attacks)."""
+        if not stacked:
+            stacked.append(np.vstack([tr.X, ho.X]))
+        return stacked[0]
+
+    budget = (http or {}).get("max_queries")
+    if budget is not None and n_total > int(budget):  # refuse before the first query, not halfway through
+        raise QueryBudgetExceeded(f"max_queries={int(budget)} is below the {n_total} records the audit must query "
+                                  "once each; raise --max-queries or audit fewer records")
     if loaded.format == "http":
-        ui.info(f"The audit sends {len(X)} queries to the endpoint now, plus any a query-based attack announces.")
-    outputs = _predict_all(loaded, X, ui)
+        ui.info(f"The audit sends {n_total} queries to the endpoint now, plus any a query-based attack announces.")
+    outputs = _predict_all(loaded, (tr.X, ho.X), ui)
     classes = np.asarray(loaded.target.classes)
     y = np.concatenate([encode_labels(tr, classes), encode_labels(ho, classes)])
-    data = AuditData(X, y, is_member, n_train)
+    data = AuditData(y, is_member, n_train)
     mode = detect_output_mode(outputs, len(classes))
     ui.info(f"Target output mode: {mode.kind}" + (f", rounded to {mode.rounding} decimals" if mode.rounding is not None else "")
             + (f", top-{mode.k}" if mode.k else ""))
@@ -186,11 +198,6 @@ def audit(
 
     tr_sha, ho_sha = dataset_sha256(tr), dataset_sha256(ho)
     cache = ScoreCache(None if cache_dir is False else Path(cache_dir) if cache_dir else default_cache_dir())
-    split = check_split(tr.X, ho.X, seed=seed, cache_dir=cache.directory, data_key=f"{tr_sha}|{ho_sha}")
-    warnings_out: list[str] = []
-    if not split.passed:
-        ui.warn(f"split check: {split.message}")
-        warnings_out.append(f"split check: {split.message}")
 
     chosen = _select(attacks, mode)
     specs = registry()
@@ -213,9 +220,9 @@ def audit(
         ui.info(f"Reference models: {reference_models} ({recipe.description})")
         # The pool is both files, row for row (their hashes already cover every value), with the label
         # column named and encoded as here; hashing the 8 bytes per record of y is cheap.
-        pool_fp = hashlib.sha256("|".join(["pool", tr_sha, ho_sha, repr(X.shape), repr(tr.label_name),
+        pool_fp = hashlib.sha256("|".join(["pool", tr_sha, ho_sha, repr((n_total, tr.X.shape[1])), repr(tr.label_name),
                                            repr(ho.label_name)]).encode() + y.astype("<i8").tobytes()).hexdigest()
-        refs = train_reference_models(recipe, X, y, len(classes), reference_models, seed=seed, jobs=jobs, cache=cache,
+        refs = train_reference_models(recipe, pool_rows, y, len(classes), reference_models, seed=seed, jobs=jobs, cache=cache,
                                       data_fp=pool_fp,
                                       on_progress=lambda d, t: ui.progress("training reference models", d, t))
 
@@ -225,11 +232,13 @@ def audit(
     if refs is not None:
         seen = OutputMode("probabilities") if mode.kind == "logits" else mode
         ref_probs = to_probabilities(np.asarray(apply_output_mode(refs.probabilities, seen), dtype=np.float64), seen)
-    ctx = AttackContext(X=X, y=y, n_classes=len(classes), mode=mode, target_outputs=outputs, target_probs=target_probs,
+    # Only attacks that send queries look at the records' features (see AttackContext).
+    ctx = AttackContext(X=pool_rows() if any(s.sends_queries for s in runnable) else np.empty((0, tr.X.shape[1])),
+                        y=y, n_classes=len(classes), mode=mode, target_outputs=outputs, target_probs=target_probs,
                         reference_probs=ref_probs, reference_in=None if refs is None else refs.in_mask,
                         target=loaded.target, seed=seed, floor=floor)
 
-    prior = member_prior if member_prior is not None else n_train / len(X)
+    prior = member_prior if member_prior is not None else n_train / n_total
     options = {"attacks": [s.name for s in runnable], "n_bootstrap": n_bootstrap, "delta": delta, "prior": prior,
                "seed": seed, "mode": [mode.kind, mode.rounding, mode.k], "classes": [str(c) for c in classes],
                "reference_models": reference_models}
@@ -266,11 +275,17 @@ def audit(
     kept_rows = analysis.load_what_if() if what_if and reuse else None
     variant_tasks = (whatif.variant_tasks(ctx, None if refs is None else refs.probabilities, is_member)
                      if what_if and kept_rows is None and whatif.applicable(ctx) else [])
-    tasks: list[Callable[[], Any]] = [functools.partial(scored, s) for s in to_run] + variant_tasks
+    # The split check (a few seconds of gradient boosting, or a cache hit) joins them too.
+    split_task = functools.partial(check_split, tr.X, ho.X, seed=seed, cache_dir=cache.directory,
+                                   data_key=f"{tr_sha}|{ho_sha}")
+    tasks: list[Callable[[], Any]] = [split_task, *(functools.partial(scored, s) for s in to_run), *variant_tasks]
     done_tasks = thread_map(lambda task: task(), tasks, jobs)
-    variant_rows = done_tasks[len(to_run):]
-    by_name = {**{k: v for k, v in stored.items() if v is not None},
-               **dict(zip((s.name for s in to_run), done_tasks[:len(to_run)]))}
+    split, attack_done, variant_rows = done_tasks[0], done_tasks[1:1 + len(to_run)], done_tasks[1 + len(to_run):]
+    by_name = {**{k: v for k, v in stored.items() if v is not None}, **dict(zip((s.name for s in to_run), attack_done))}
+    warnings_out: list[str] = []
+    if not split.passed:
+        ui.warn(f"split check: {split.message}")
+        warnings_out.append(f"split check: {split.message}")
     results: list[AttackResult] = []
     reports: list[AttackReport] = []
     for spec in runnable:
@@ -280,10 +295,9 @@ def audit(
             continue
         from privaudit.attacks.membership.label_only import PERTURBATIONS
 
-        extra = len(X) * PERTURBATIONS
-        limit = (http or {}).get("max_queries")
-        if limit is not None and loaded.target.queries + extra > int(limit):
-            skipped.append(SkippedAttack(name=spec.name, reason=f"would send {extra} more queries; --max-queries {limit} leaves {int(limit) - loaded.target.queries}"))
+        extra = n_total * PERTURBATIONS
+        if budget is not None and loaded.target.queries + extra > int(budget):
+            skipped.append(SkippedAttack(name=spec.name, reason=f"would send {extra} more queries; --max-queries {budget} leaves {int(budget) - loaded.target.queries}"))
             continue
         ui.info(f"{spec.name} sends {extra} more queries to the target")
         try:

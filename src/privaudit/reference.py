@@ -213,7 +213,7 @@ class ScoreCache:
 
 def train_reference_models(
     recipe: Recipe,
-    X: NDArray[np.float64],
+    X: NDArray[np.float64] | Callable[[], NDArray[np.float64]],
     y: NDArray[np.int64],
     n_classes: int,
     n_models: int,
@@ -224,13 +224,18 @@ def train_reference_models(
     on_progress: Callable[[int, int], None] | None = None,
     data_fp: str | None = None,
 ) -> ReferenceScores:
-    """Outputs of ``n_models`` reference models on every record, from the cache where possible."""
+    """Outputs of ``n_models`` reference models on every record, from the cache where possible.
+
+    ``X`` may be a function returning the pool's rows: it is called only when a model must be trained
+    (or no ``data_fp`` is given), so a fully cached run never assembles them.
+    """
     from joblib import Parallel, delayed
 
     cache = cache or ScoreCache(None)
     masks = in_masks(y, n_models, seed)
     # A caller that already hashed the pool (the audit hashes both files for provenance) passes that.
-    data_fp = data_fp or data_fingerprint(X, y)
+    rows: Callable[[], NDArray[np.float64]] = X if callable(X) else (lambda: X)  # type: ignore[assignment,return-value]
+    data_fp = data_fp or data_fingerprint(rows(), y)
     keys = [cache.key(recipe, data_fp, seed, k) for k in range(n_models)]
     probs: list[NDArray[np.float64] | None] = [cache.get(key) for key in keys]
     probs = [p if p is not None and p.shape == (len(y), n_classes) else None for p in probs]
@@ -240,7 +245,8 @@ def train_reference_models(
         on_progress(done, n_models)
     if missing:
         n_jobs = min(jobs or os.cpu_count() or 1, len(missing))
-        tasks = (delayed(_indexed)(k, recipe, X, y, masks[k], model_seed(seed, k), n_classes) for k in missing)
+        pool = rows()
+        tasks = (delayed(_indexed)(k, recipe, pool, y, masks[k], model_seed(seed, k), n_classes) for k in missing)
         for k, p in Parallel(n_jobs=n_jobs, return_as="generator_unordered")(tasks):
             probs[k] = p
             cache.put(keys[k], p)

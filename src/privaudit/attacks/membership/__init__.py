@@ -28,7 +28,9 @@ ATTACK_MODULES = ("loss", "shadow", "lira", "rmia", "label_only")
 class AttackContext:
     """Inputs shared by all attacks on one audit."""
 
-    X: NDArray[np.float64]  # audited records (train rows first, then holdout rows)
+    # Audited records (train rows first, then holdout rows). Only attacks registered with
+    # sends_queries=True may rely on it; the audit passes an empty (0, d) array when none of those runs.
+    X: NDArray[np.float64]
     y: NDArray[np.int64]  # their labels, as class indices
     n_classes: int
     mode: OutputMode
