@@ -15,7 +15,7 @@ from __future__ import annotations
 import importlib
 from collections import OrderedDict, deque
 from dataclasses import dataclass
-from typing import Any, Callable, Generic, Protocol, TypeVar
+from typing import Any, Callable, Generic, Iterable, Iterator, Protocol, TypeVar
 
 import numpy as np
 from numpy.typing import NDArray
@@ -123,6 +123,12 @@ class RecentRows:
         if len(self._order) > self.size:
             self._set.discard(self._order.popleft())
         return True
+
+    def new(self, fingerprints: Iterable[str], *columns: Iterable[Any]) -> Iterator[tuple[Any, ...]]:
+        """The rows of one request not seen recently: for each, its values from ``columns`` (zipped)."""
+        for fp, *values in zip(fingerprints, *columns):
+            if self.first_time(fp):
+                yield tuple(values)
 
 
 K = TypeVar("K")

@@ -111,9 +111,7 @@ class Knn:
     def observe(self, f: EventFeatures) -> tuple[float, dict[str, Any]]:
         cfg = self.config
         st = self.states.get(f.principal)
-        for fp, sketch in zip(f.fingerprints, f.sketches):
-            if not st.rows.first_time(fp):
-                continue
+        for (sketch,) in st.rows.new(f.fingerprints, f.sketches):
             self.dims = len(sketch)
             radius = self.radius
             if radius is None:

@@ -107,9 +107,7 @@ class Manifold:
     def observe(self, f: EventFeatures) -> tuple[float, dict[str, Any]]:
         cfg = self.config
         st = self.states.get(f.principal)
-        for fp, sketch in zip(f.fingerprints, f.sketches):
-            if not st.rows.first_time(fp):
-                continue
+        for (sketch,) in st.rows.new(f.fingerprints, f.sketches):
             sub = self.subspace
             if sub is None or len(sub.mean) != len(sketch):
                 if self.sample.add(f.principal, sketch):

@@ -132,9 +132,7 @@ class Prada:
     def observe(self, f: EventFeatures) -> tuple[float, dict[str, Any]]:
         cfg = self.config
         st = self.states.get(f.principal)
-        for fp, sketch, label in zip(f.fingerprints, f.sketches, f.top):
-            if not st.rows.first_time(fp):
-                continue
+        for sketch, label in st.rows.new(f.fingerprints, f.sketches, f.top):
             st.queries += 1
             group = st.group(label)
             cls = st.classes.setdefault(group, _Class())
