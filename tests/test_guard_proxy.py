@@ -220,7 +220,9 @@ def test_64_concurrent_clients_on_one_key_never_pass_the_limit_memory(tmp_path: 
     refused = next(r for r in answers if r.status_code == 429)
     assert LIMIT_HEADERS <= set(refused.headers) and refused.headers["ratelimit-remaining"] == "0"
     assert refused.headers["ratelimit-limit"] == "10" and refused.headers["ratelimit-policy"] == "10;w=60, 1000;w=3600"
-    assert 1 <= int(refused.headers["retry-after"]) <= 60
+    # A 60 s moving window that filled during this burst frees its first slot about a minute later;
+    # a seconds-level answer (or a minute-boundary one from a fixed window) would be wrong.
+    assert 45 <= int(refused.headers["retry-after"]) <= 60
     assert other.status_code == 200  # another principal's quota is untouched
 
 

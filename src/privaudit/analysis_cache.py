@@ -15,8 +15,6 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -24,6 +22,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from privaudit.attacks.membership import AttackResult
+from privaudit.fileio import atomic_write_npy, atomic_write_text
 from privaudit.report.schema import AttackReport, WhatIfRow
 
 _FORMAT = "1"
@@ -52,18 +51,6 @@ def analysis_key(*, target_outputs: NDArray[Any], reference_keys: Sequence[str],
     return h.hexdigest()
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
 class AnalysisCache:
     """One audit's attack results, attack reports and what-if rows under ``directory/analysis-<key>``."""
 
@@ -89,10 +76,9 @@ class AnalysisCache:
         meta = {"queries": result.queries, "reference_models": result.reference_models, "seconds": result.seconds,
                 "params": result.params, "report": report.model_dump(mode="json", by_alias=True)}
         try:
-            buf = _npy_bytes(result.scores)
-            _atomic_write(self.root / f"{result.name}.npy", buf)
+            atomic_write_npy(self.root / f"{result.name}.npy", result.scores)
             # The .json goes last: a reader that finds it also finds the scores.
-            _atomic_write(self.root / f"{result.name}.json", json.dumps(meta, default=str).encode())
+            atomic_write_text(self.root / f"{result.name}.json", json.dumps(meta, default=str))
         except OSError:
             pass  # an unwritable cache costs the next run time, not correctness
 
@@ -109,15 +95,8 @@ class AnalysisCache:
         if self.root is None:
             return
         try:
-            _atomic_write(self.root / "what_if.json",
-                          json.dumps([r.model_dump(mode="json", by_alias=True) for r in rows]).encode())
+            atomic_write_text(self.root / "what_if.json",
+                              json.dumps([r.model_dump(mode="json", by_alias=True) for r in rows]))
         except OSError:
             pass
 
-
-def _npy_bytes(a: NDArray[np.float64]) -> bytes:
-    import io
-
-    buf = io.BytesIO()
-    np.save(buf, np.asarray(a, dtype=np.float64), allow_pickle=False)
-    return buf.getvalue()

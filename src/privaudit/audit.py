@@ -339,19 +339,21 @@ def audit(
         analysis.store_what_if(what_if_rows)
     inversion_section = attribute_section = None
     if inversion or sensitive:
-        from privaudit.inversion_audit import inversion_what_if, run_attribute_section, run_inversion_section
+        from privaudit.inversion_audit import (InversionSetup, inversion_what_if, run_attribute_section,
+                                               run_inversion_section)
 
         labels_tr, labels_ho = classes[y[is_member]], classes[y[~is_member]]
         if inversion:
+            setup = InversionSetup(loaded, tr.X, labels_tr, seed)  # one box and one judge for both
             inversion_section = run_inversion_section(
                 loaded, tr.X, labels_tr, ho.X, labels_ho, classes=classes, seed=seed, image_shape=image_shape,
                 budget_per_class=inversion_budget, classes_to_invert=inversion_classes,
-                include_records=include_records, reporter=ui)
+                include_records=include_records, reporter=ui, setup=setup)
             if what_if_rows:
                 what_if_rows = inversion_what_if(
                     loaded, what_if_rows, mode, tr.X, labels_tr, ho.X, labels_ho, classes=classes, seed=seed,
                     image_shape=image_shape, budget_per_class=inversion_budget, classes_to_invert=inversion_classes,
-                    reporter=ui)
+                    reporter=ui, setup=setup)
         if sensitive:
             attribute_section = run_attribute_section(loaded, tr.X, labels_tr, ho.X, labels_ho, column=sensitive,
                                                       feature_names=tr.feature_names, seed=seed, reporter=ui)

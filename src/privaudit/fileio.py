@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import io
 import os
 import tempfile
 from pathlib import Path
+
+import numpy as np
+from numpy.typing import NDArray
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
@@ -29,3 +33,10 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
 
 def atomic_write_text(path: str | Path, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_npy(path: str | Path, array: NDArray[np.float64]) -> None:
+    """One array in .npy format (never pickled), written atomically."""
+    buf = io.BytesIO()
+    np.save(buf, np.asarray(array, dtype=np.float64), allow_pickle=False)
+    atomic_write_bytes(path, buf.getvalue())

@@ -13,7 +13,6 @@ from __future__ import annotations
 import hashlib
 import inspect
 import os
-import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +22,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from privaudit.errors import ConfigError
+from privaudit.fileio import atomic_write_npy
 
 CACHE_VERSION = "1"
 
@@ -200,15 +200,7 @@ class ScoreCache:
     def put(self, key: str, value: NDArray[np.float64]) -> None:
         if self.directory is None:
             return
-        self.directory.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=self.directory, suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                np.save(fh, value, allow_pickle=False)
-            os.replace(tmp, self.directory / f"{key}.npy")
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+        atomic_write_npy(self.directory / f"{key}.npy", value)
 
 
 def train_reference_models(

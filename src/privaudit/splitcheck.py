@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from numpy.typing import NDArray
+
+from privaudit.fileio import atomic_write_text
 
 AUC_LIMIT = 0.6
 DUPLICATE_SHARE_LIMIT = 0.01
@@ -51,11 +51,7 @@ def _store(path: Path | None, auc: float | None, duplicates: int) -> None:
     if path is None:
         return
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-        with os.fdopen(fd, "w") as fh:
-            json.dump({"auc": auc, "duplicates": duplicates}, fh)
-        os.replace(tmp, path)
+        atomic_write_text(path, json.dumps({"auc": auc, "duplicates": duplicates}))
     except OSError:
         pass  # a read-only cache only costs the next run the same few seconds
 

@@ -144,13 +144,33 @@ def apply_output_mode(probabilities: NDArray[np.float64], mode: OutputMode) -> N
     return out
 
 
+def tempered_powers(probs: NDArray[np.float64], temperature: float, floor: float = 1e-300) -> NDArray[np.float64]:
+    """p^(1/T) per class, each row scaled by its largest entry first: softmax(log p / T) before normalising.
+
+    No logarithm or exponential over every class (square roots for the usual T = 2 and 4), no overflow,
+    and never an all-zero row. Values below ``1e-300 ** T`` are raised to it: once powered they would
+    leave the normal float range, where arithmetic is slow, and they are negligible against the row's
+    largest entry anyway. Returns a new array.
+    """
+    p = np.maximum(probs, max(floor, 1e-300 ** temperature))
+    p /= np.max(p, axis=-1, keepdims=True)
+    power = 1.0 / temperature
+    if power == 0.5:
+        np.sqrt(p, out=p)
+    elif power == 0.25:
+        np.sqrt(np.sqrt(p, out=p), out=p)
+    elif power == 2.0:
+        np.multiply(p, p, out=p)
+    elif power != 1.0:
+        np.power(p, power, out=p)
+    return p
+
+
 def temper(probs: NDArray[np.float64], temperature: float | None) -> NDArray[np.float64]:
-    """softmax(log p / T) over the class axis, written as p^(1/T) / sum p^(1/T) (no log or exp)."""
+    """softmax(log p / T) over the class axis (None: ``probs`` unchanged)."""
     if temperature is None:
         return probs
-    p = np.maximum(probs, 1e-300 ** temperature)
-    p /= np.max(p, axis=-1, keepdims=True)
-    np.power(p, 1.0 / temperature, out=p)
+    p = tempered_powers(probs, temperature)
     p /= np.sum(p, axis=-1, keepdims=True)
     return p
 

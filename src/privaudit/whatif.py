@@ -19,7 +19,6 @@ from privaudit import metrics
 from privaudit.attacks.membership import AttackContext, registry, run_attack
 from privaudit.attacks.membership.signals import probability_floor
 from privaudit.report.schema import FPR_KEYS, WhatIfRow
-from privaudit.threads import thread_map
 from privaudit.target import OutputMode, apply_output_mode, temper, to_probabilities
 
 # Attacks that need no new queries and cover population, offline and online reference attacks.
@@ -93,15 +92,3 @@ def variant_tasks(ctx: AttackContext, raw_reference_probs: NDArray[np.float64] |
 
     return [functools.partial(variant_row, label, mode, temperature) for label, mode, temperature in VARIANTS]
 
-
-def what_if(ctx: AttackContext, raw_reference_probs: NDArray[np.float64] | None, is_member: NDArray[np.bool_],
-            audited_scores: Mapping[str, NDArray[np.float64]] | None = None, *, jobs: int | None = 1) -> list[WhatIfRow]:
-    """Rows for the audited serving mode and each hardened variant (needs the target's full probabilities).
-
-    ``audited_scores`` holds the scores the audit's own attacks already computed on ``ctx``; the
-    "as audited" row reuses them instead of running those attacks a second time.
-    """
-    if not applicable(ctx):
-        return []
-    tasks = variant_tasks(ctx, raw_reference_probs, is_member)
-    return [audited_row(ctx, is_member, audited_scores)] + thread_map(lambda task: task(), tasks, jobs)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 from numpy.typing import NDArray
 
+from privaudit.target import tempered_powers
+
 # Below this, a probability is indistinguishable from zero for the attacker. Rounded outputs get a
 # coarser floor (half the last kept decimal) because that is all the information they carry.
 DEFAULT_FLOOR = 1e-300
@@ -37,25 +39,9 @@ def tempered_true_class_probability(
 ) -> NDArray[np.float64]:
     """softmax(log p / T)_y: the RMIA likelihood p(x|theta) at softmax temperature T (Zarifzadeh et al. 2024).
 
-    Computed as p_y^(1/T) / sum_c p_c^(1/T) after scaling each row by its largest probability, which
-    is the same quantity without a logarithm and an exponential over every class (square roots for the
-    usual T = 2 and 4), and cannot overflow or underflow to an all-zero row.
+    Only the true class is normalised: p_y^(1/T) / sum_c p_c^(1/T), from :func:`tempered_powers`.
     """
-    # Below DEFAULT_FLOOR ** T a probability would leave the normal float range once raised to 1/T,
-    # where arithmetic is slow and the value is negligible against the row's largest entry anyway.
-    p = np.maximum(probs, max(floor, DEFAULT_FLOOR ** temperature))
-    p /= np.max(p, axis=-1, keepdims=True)
-    power = 1.0 / temperature
-    if power == 1.0:
-        e = p
-    elif power == 0.5:
-        e = np.sqrt(p, out=p)
-    elif power == 0.25:
-        e = np.sqrt(np.sqrt(p, out=p), out=p)
-    elif power == 2.0:
-        e = np.multiply(p, p, out=p)
-    else:
-        e = np.power(p, power, out=p)
+    e = tempered_powers(probs, temperature, floor)
     out: NDArray[np.float64] = true_class_probability(e, y) / np.sum(e, axis=-1)
     return out
 
