@@ -12,7 +12,7 @@ import pytest
 
 from privaudit import datasets
 
-ALL_ATTACKS = ["loss", "shadow", "lira_online", "lira_offline", "rmia_online", "rmia_offline", "label_only"]
+ALL_ATTACKS = ["loss", "shadow", "lira_online", "lira_offline", "rmia_online", "rmia_offline", "ensemble_online", "label_only"]
 
 
 @dataclass

@@ -91,7 +91,7 @@ def test_scores_do_not_depend_on_membership_labels(memorised: Case) -> None:
     probs = memorised.model.predict_proba(X)
     ctx = AttackContext(X=X, y=y, n_classes=8, mode=OutputMode("probabilities"), target_outputs=probs, target_probs=probs,
                         reference_probs=refs.probabilities, reference_in=refs.in_mask, target=None, seed=0, floor=1e-300)
-    for name in ("lira_online", "rmia_offline"):
+    for name in ("lira_online", "rmia_offline", "ensemble_online"):
         s1 = run_attack(registry()[name], ctx).scores
         s2 = run_attack(registry()[name], ctx).scores
         np.testing.assert_array_equal(s1, s2)

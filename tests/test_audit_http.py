@@ -137,7 +137,7 @@ def test_kserve_v1_probabilities_membership_found_with_surrogates(base: str, cas
     assert report.model.output_mode == "probabilities" and report.model.rounding is None
     assert m.reference_recipe is not None and "surrogate" in m.reference_recipe
     assert m.reference_models_trained == 2
-    assert {a.name for a in m.attacks} == {"rmia_online", "lira_online", "rmia_offline", "lira_offline", "shadow", "loss"}
+    assert {a.name for a in m.attacks} == {"ensemble_online", "rmia_online", "lira_online", "rmia_offline", "lira_offline", "shadow", "loss"}
     assert report.data.train == len(case.train[0]) and report.data.holdout == len(case.holdout[0])
     # the score attacks send nothing: the endpoint saw each record exactly once
     assert recorder.rows("v1") == case.n

@@ -147,7 +147,7 @@ def test_audit_csv_writes_a_complete_json_report(run: Any, files: Files, tmp_pat
     m = rep["membership"]
     names = [a["name"] for a in m["attacks"]]
     assert names and m["best"] in names
-    assert set(names) == {"rmia_online", "lira_online", "rmia_offline", "lira_offline", "shadow", "loss"}
+    assert set(names) == {"ensemble_online", "rmia_online", "lira_online", "rmia_offline", "lira_offline", "shadow", "loss"}
     for a in m["attacks"]:
         assert 0.0 <= a["auc"] <= 1.0
     assert rep["model"]["output_mode"] == "probabilities"

@@ -100,7 +100,7 @@ def audit(
     sarif_location: Annotated[Optional[str], typer.Option("--sarif-location", help="File SARIF results point at (default: the policy file, else README.md).")] = None,
     include_records: Annotated[bool, typer.Option("--include-records", help="Let writers embed raw records of the most exposed rows.")] = False,
     reference_models: Annotated[int, typer.Option("--reference-models", "-k", help="Reference models to train.")] = 4,
-    attacks: Annotated[Optional[str], typer.Option(help="Comma-separated attacks (default: rmia_online,lira_online,rmia_offline,lira_offline,shadow,loss).")] = None,
+    attacks: Annotated[Optional[str], typer.Option(help="Comma-separated attacks (default: ensemble_online,rmia_online,lira_online,rmia_offline,lira_offline,shadow,loss).")] = None,
     trainer: Annotated[Optional[str], typer.Option(help="module:function with fn(X, y, seed) -> fitted model, for reference models.")] = None,
     seed: Annotated[int, typer.Option(help="Seed for every random choice.")] = 0,
     jobs: Annotated[Optional[int], typer.Option(help="Parallel jobs (default: all cores).")] = None,

@@ -22,7 +22,7 @@ from privaudit.report.schema import FPR_KEYS, WhatIfRow
 from privaudit.target import OutputMode, apply_output_mode, temper, to_probabilities
 
 # Attacks that need no new queries and cover population, offline and online reference attacks.
-WHAT_IF_ATTACKS = ("loss", "lira_offline", "rmia_online")
+WHAT_IF_ATTACKS = ("loss", "lira_offline", "rmia_online", "ensemble_online")
 VARIANTS: tuple[tuple[str, OutputMode, float | None], ...] = (
     ("label only", OutputMode("label"), None),
     ("top-1, rounded to 2 decimals", OutputMode("top_k", rounding=2, k=1), None),

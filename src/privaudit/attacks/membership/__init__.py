@@ -21,7 +21,7 @@ SCORE_KINDS: frozenset[OutputKind] = frozenset({"probabilities", "logits", "top_
 ALL_KINDS: frozenset[OutputKind] = SCORE_KINDS | {"label"}
 
 # Module names under attacks/membership/; importing each registers its attacks.
-ATTACK_MODULES = ("loss", "shadow", "lira", "rmia", "label_only")
+ATTACK_MODULES = ("loss", "shadow", "lira", "rmia", "ensemble", "label_only")
 
 
 @dataclass(frozen=True)

@@ -5,6 +5,13 @@ it is modelled as a Gaussian; the target's signal is scored by the likelihood ra
 how far it sits above the OUT distribution (offline). With few reference models the per-record
 variance is too noisy, so below ``PER_EXAMPLE_MIN`` models per side one variance is shared across
 records ("fixed variance", as the paper recommends).
+
+:func:`binned_moments` is a third estimator between the two, used by the ensemble attack: records are
+grouped by their mean signal (their difficulty) and each group pools one variance. Hard records
+vary far more across reference models than easy ones; one shared variance makes their non-members
+look like outliers, which is what fills the top of a fixed-variance ranking with false positives.
+It relies on the mean over a few models telling how hard a record is; where models scatter as widely
+as difficulty moves the mean, the groups mix easy and hard records and it can do worse than fixed.
 """
 
 from __future__ import annotations
@@ -38,11 +45,51 @@ def _moments(
     return mean, std, has
 
 
+VARIANCE_BINS = 20
+# Fewest records per difficulty group: each group's variance pools about this many records' spreads.
+MIN_RECORDS_PER_BIN = 500
+
+
+def binned_moments(
+    signal: NDArray[np.float64], mask: NDArray[np.bool_], bins: int = VARIANCE_BINS,
+    min_per_bin: int = MIN_RECORDS_PER_BIN,
+) -> tuple[NDArray[np.float64], NDArray[np.float64], NDArray[np.bool_]]:
+    """Per-record mean of ``signal`` (K, n) over the models in ``mask`` (K, n), and a std pooled per group.
+
+    Records are cut into up to ``bins`` equal-count groups by their mean (fewer when there are under
+    ``min_per_bin`` records per group); a group whose records have no spread to pool (a single
+    model each) takes the variance pooled over all groups.
+    """
+    mean, fixed_std, has = _moments(signal, mask, per_example=False)
+    count = mask.sum(axis=0)
+    sq = (np.where(mask, signal - mean[None, :], 0.0) ** 2).sum(axis=0)
+    dof = np.maximum(count - 1, 0)
+    groups = int(np.clip(int(has.sum()) // min_per_bin, 1, bins))
+    std = fixed_std.copy()
+    if groups > 1:
+        edges = np.quantile(mean[has], np.linspace(0.0, 1.0, groups + 1)[1:-1])
+        group = np.searchsorted(edges, mean, side="right")
+        sq_sum = np.bincount(group, weights=np.where(has, sq, 0.0), minlength=groups)
+        dof_sum = np.bincount(group, weights=np.where(has, dof, 0), minlength=groups)
+        pooled = np.sqrt(np.divide(sq_sum, dof_sum, out=np.full(groups, np.nan), where=dof_sum > 0))
+        std = np.where(np.isnan(pooled[group]), fixed_std, np.maximum(pooled[group], _MIN_STD))
+    return mean, std, has
+
+
+def signals(ctx: AttackContext) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    """The scaled-logit signal of the target (n,) and of every reference model (K, n), once per context."""
+    if ctx.reference_probs is None or ctx.target_probs is None:
+        raise ValueError("LiRA needs reference models and score outputs")
+    target_probs, ref_probs = ctx.target_probs, ctx.reference_probs
+    result: tuple[NDArray[np.float64], NDArray[np.float64]] = ctx.memoised("lira_signals", lambda: (
+        scaled_logit(target_probs, ctx.y, ctx.floor), scaled_logit(ref_probs, ctx.y, ctx.floor)))
+    return result
+
+
 def _prepare(ctx: AttackContext) -> tuple[NDArray[np.float64], NDArray[np.float64], NDArray[np.bool_], bool]:
     if ctx.reference_probs is None or ctx.reference_in is None or ctx.target_probs is None:
         raise ValueError("LiRA needs reference models and score outputs")
-    target_signal = scaled_logit(ctx.target_probs, ctx.y, ctx.floor)
-    ref_signal = scaled_logit(ctx.reference_probs, ctx.y, ctx.floor)
+    target_signal, ref_signal = signals(ctx)
     per_side = ctx.n_reference // 2
     return target_signal, ref_signal, ctx.reference_in, per_side >= PER_EXAMPLE_MIN
 
@@ -65,16 +112,35 @@ def run_offline(ctx: AttackContext) -> AttackResult:
                         params={"variance": "per_example" if per_example else "fixed"})
 
 
-@register_attack("lira_online", needs_reference=True, summary="LiRA with IN and OUT reference models")
-def run_online(ctx: AttackContext) -> AttackResult:
-    s, ref, ref_in, per_example = _prepare(ctx)
-    mu_in, sd_in, has_in = _moments(ref, ref_in, per_example)
-    mu_out, sd_out, has_out = _moments(ref, ~ref_in, per_example)
+def online_scores(
+    target_signal: NDArray[np.float64], ref_signal: NDArray[np.float64], ref_in: NDArray[np.bool_], variance: str
+) -> NDArray[np.float64]:
+    """log N(s; mu_in, sd_in) - log N(s; mu_out, sd_out) with variance "fixed", "per_example" or "binned"."""
+    if variance == "binned":
+        mu_in, sd_in, has_in = binned_moments(ref_signal, ref_in)
+        mu_out, sd_out, has_out = binned_moments(ref_signal, ~ref_in)
+    else:
+        mu_in, sd_in, has_in = _moments(ref_signal, ref_in, variance == "per_example")
+        mu_out, sd_out, has_out = _moments(ref_signal, ~ref_in, variance == "per_example")
+    s = target_signal
     lr = stats.norm.logpdf(s, mu_in, sd_in) - stats.norm.logpdf(s, mu_out, sd_out)
     # A record with no IN (or no OUT) model cannot get a ratio; the offline score ranks it instead,
     # shifted so those records neither dominate nor vanish from the top of the ranking.
-    fallback = offline_scores(s, ref, ref_in, per_example)
+    fallback = offline_scores(s, ref_signal, ref_in, variance == "per_example")
     both = has_in & has_out
-    scores = np.where(both, lr, fallback - np.median(fallback) + (np.median(lr[both]) if both.any() else 0.0))
+    out: NDArray[np.float64] = np.where(
+        both, lr, fallback - np.median(fallback) + (np.median(lr[both]) if both.any() else 0.0))
+    return out
+
+
+def spread_measurable(ref_in: NDArray[np.bool_]) -> bool:
+    """True when some record has two models on each side, so a spread across models can be measured."""
+    return bool(((ref_in.sum(axis=0) >= 2) & ((~ref_in).sum(axis=0) >= 2)).any())
+
+
+@register_attack("lira_online", needs_reference=True, summary="LiRA with IN and OUT reference models")
+def run_online(ctx: AttackContext) -> AttackResult:
+    s, ref, ref_in, per_example = _prepare(ctx)
+    scores = online_scores(s, ref, ref_in, "per_example" if per_example else "fixed")
     return AttackResult("lira_online", scores, reference_models=ctx.n_reference,
                         params={"variance": "per_example" if per_example else "fixed"})

@@ -118,18 +118,29 @@ def tune(ctx: AttackContext, *, offline: bool) -> tuple[float, float, bool]:
     return best[1], best[2], True
 
 
-def _run(ctx: AttackContext, *, offline: bool) -> AttackResult:
+def scores(ctx: AttackContext, *, offline: bool) -> tuple[NDArray[np.float64], dict[str, object]]:
+    """RMIA's per-record scores and chosen settings, computed once per context (the ensemble reuses them)."""
     if ctx.reference_probs is None or ctx.reference_in is None or ctx.target_probs is None:
         raise ValueError("RMIA needs reference models and score outputs")
-    temperature, a, tuned = tune(ctx, offline=offline)
-    target_p = tempered_true_class_probability(ctx.target_probs, ctx.y, temperature, ctx.floor)
-    ref_p = _reference_likelihood(ctx, temperature)
-    scores = log_ratio(target_p, ref_p, ctx.reference_in, offline=offline, a=a)
+    target_probs, ref_in = ctx.target_probs, ctx.reference_in
+
+    def compute() -> tuple[NDArray[np.float64], dict[str, object]]:
+        temperature, a, tuned = tune(ctx, offline=offline)
+        target_p = tempered_true_class_probability(target_probs, ctx.y, temperature, ctx.floor)
+        ref_p = _reference_likelihood(ctx, temperature)
+        params: dict[str, object] = {"temperature": temperature, "tuned_on_reference_models": tuned}
+        if offline:
+            params["a"] = a
+        return log_ratio(target_p, ref_p, ref_in, offline=offline, a=a), params
+
+    result: tuple[NDArray[np.float64], dict[str, object]] = ctx.memoised(("rmia_scores", offline), compute)
+    return result
+
+
+def _run(ctx: AttackContext, *, offline: bool) -> AttackResult:
+    values, params = scores(ctx, offline=offline)
     name = "rmia_offline" if offline else "rmia_online"
-    params: dict[str, object] = {"temperature": temperature, "tuned_on_reference_models": tuned}
-    if offline:
-        params["a"] = a
-    return AttackResult(name, scores, reference_models=ctx.n_reference, params=params)
+    return AttackResult(name, values, reference_models=ctx.n_reference, params=dict(params))
 
 
 @register_attack("rmia_online", needs_reference=True, summary="RMIA with IN and OUT reference models")
