@@ -3,10 +3,12 @@
 
 Trains the Purchase-like target and four reference models per seed (same recipe, masks and seeds as
 ``audit()``), then scores every record with privaudit's own attacks and with a few variants built
-from privaudit's public pieces: RMIA at more temperatures, and rank-averages of the two online attacks.
-Writes bench/results/variants.md.
+from privaudit's public pieces: RMIA at more temperatures and other estimates of p(x), LiRA with one
+variance per difficulty group, and rank-averages of attacks. With ``--k8`` four more reference models
+per seed give the same attacks at K=8, for the comparison the membership bench's bar 2 makes.
 
-    python bench/variants.py            # 3 seeds, about 6 minutes on 2 cores
+    python bench/variants.py                               # seeds 0-2 (the membership bench's), ~6 min
+    python bench/variants.py --seeds 3 4 5 --k8 --name variants-heldout   # seeds no choice was made on
     python bench/variants.py --quick
 """
 
@@ -28,7 +30,8 @@ from _common import LoadSampler, fmt, header, now_utc, roc_summary, table  # noq
 from membership import CONFIGS, build_context, make_target, run_privaudit_attacks  # noqa: E402
 
 BENCH = Path(__file__).resolve().parent
-ATTACKS = ("loss", "shadow", "lira_offline", "lira_online", "rmia_offline", "rmia_online")
+ATTACKS = ("loss", "shadow", "lira_offline", "lira_online", "rmia_offline", "rmia_online", "ensemble_online")
+K8_ATTACKS = ("lira_online", "rmia_online", "ensemble_online")
 TEMPERATURES = (1.0, 1.5, 2.0, 2.5, 3.0)
 
 
@@ -40,6 +43,7 @@ def _rank(s: np.ndarray) -> np.ndarray:
 
 
 def variants(ctx: Any) -> dict[str, np.ndarray]:
+    from privaudit.attacks.membership import lira
     from privaudit.attacks.membership.rmia import log_ratio
     from privaudit.attacks.membership.signals import tempered_true_class_probability
 
@@ -59,9 +63,24 @@ def variants(ctx: Any) -> dict[str, np.ndarray]:
         px = w * p_in + (1.0 - w) * p_out
         out[f"rmia_online T=2, p(x) = {w:g} IN + {1 - w:g} OUT"] = np.log(np.maximum(tp, 1e-300)) - np.log(np.maximum(px, 1e-300))
     out["rmia_online T=2, p(x) geometric mean"] = np.log(np.maximum(tp, 1e-300)) - np.log(np.maximum(rp, 1e-300)).mean(0)
+    ts, rs = lira.signals(ctx)
+    binned = lira.online_scores(ts, rs, ctx.reference_in, "binned")
+    out["lira_online, binned variance"] = binned
     out["rank mean of rmia_online and lira_online"] = _rank(base["rmia_online"]) + _rank(base["lira_online"])
+    out["rank mean of rmia_online and lira_online binned (= ensemble_online)"] = _rank(base["rmia_online"]) + _rank(binned)
+    out["rank mean of rmia_online, lira_online binned, rmia_offline"] = (
+        _rank(base["rmia_online"]) + _rank(binned) + _rank(base["rmia_offline"]))
     out["rank mean of rmia_online, lira_online, rmia_offline"] = (_rank(base["rmia_online"]) + _rank(base["lira_online"])
                                                                   + _rank(base["rmia_offline"]))
+    return out
+
+
+def k8_rows(ctx: Any) -> dict[str, np.ndarray]:
+    from privaudit.attacks.membership import lira
+
+    out = {f"privaudit {n} (K=8)": r["scores"] for n, r in run_privaudit_attacks(ctx, K8_ATTACKS).items()}
+    ts, rs = lira.signals(ctx)
+    out["lira_online, binned variance (K=8)"] = lira.online_scores(ts, rs, ctx.reference_in, "binned")
     return out
 
 
@@ -69,30 +88,39 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true")
     p.add_argument("--k", type=int, default=4)
+    p.add_argument("--seeds", type=int, nargs="+", default=None, help="default: the membership bench's seeds")
+    p.add_argument("--k8", action="store_true", help="also train four more reference models: rows at K=8")
+    p.add_argument("--name", default=None, help="results file name (default variants, or variants-quick)")
     args = p.parse_args(argv)
     cfg_name = "quick" if args.quick else "full"
     cfg = CONFIGS[cfg_name]
-    out = BENCH / "results" / ("variants-quick.md" if args.quick else "variants.md")
+    seeds = tuple(args.seeds) if args.seeds else cfg["purchase_seeds"]
+    out = BENCH / "results" / f"{args.name or ('variants-quick' if args.quick else 'variants')}.md"
     warnings.filterwarnings("ignore")
     started, t0 = now_utc(), time.perf_counter()
     cache_root = Path(tempfile.mkdtemp(prefix="privaudit-variants-"))
     per_seed: list[dict[str, dict[str, Any]]] = []
     with LoadSampler() as load:
         try:
-            for seed in cfg["purchase_seeds"]:
+            for seed in seeds:
                 t = make_target("purchase", seed, cfg)
                 ctx = build_context(t["model"], t["split"], args.k, seed, cache_root / str(seed))
                 m = np.r_[np.ones(len(t["split"].y_train), bool), np.zeros(len(t["split"].y_holdout), bool)]
-                per_seed.append({name: roc_summary(s, m, seed=seed, n_bootstrap=0) for name, s in variants(ctx).items()})
+                scores = variants(ctx)
+                if args.k8:
+                    del ctx
+                    scores.update(k8_rows(build_context(t["model"], t["split"], 8, seed, cache_root / str(seed))))
+                per_seed.append({name: roc_summary(s, m, seed=seed, n_bootstrap=0) for name, s in scores.items()})
                 print(f"[seed {seed}] done", flush=True)
         finally:
             shutil.rmtree(cache_root, ignore_errors=True)
     wall = time.perf_counter() - t0
     lines = header(f"Attack variants at K={args.k} (Purchase-like)" + (" (quick smoke run)" if args.quick else ""),
-                   cfg["purchase_seeds"], started, wall, load=load.summary())
+                   seeds, started, wall, load=load.summary())
     c = cfg["purchase"]
     lines += [f"Target as in membership.md (`purchase_like({c['n_records']}, flip={c['flip']})`, MLP {c['hidden']}); "
-              f"{args.k} reference models as `audit()` trains them; all audited records; mean over seeds. "
+              f"{args.k} reference models as `audit()` trains them" + (" (rows marked K=8: eight)" if args.k8 else "")
+              + "; all audited records; mean over seeds. "
               "'rank mean' adds the per-record ranks of the listed attacks' scores.", ""]
     rows = []
     for name in per_seed[0]:
@@ -101,6 +129,12 @@ def main(argv: list[str] | None = None) -> int:
         rows.append([name, fmt(vals["auc"]), fmt(vals["0.01"]), fmt(vals["0.001"]), fmt(vals["0.0001"]),
                      " / ".join(fmt(r[name]["0.001"]) for r in per_seed)])
     lines += table(["scores", "AUC", "TPR @ 1 %", "TPR @ 0.1 %", "TPR @ 0.01 %", "TPR @ 0.1 % per seed"], rows)
+    if args.k8:
+        d = [r["privaudit ensemble_online"]["0.001"] or 0.0 for r in per_seed]
+        for ref in ("privaudit lira_online (K=8)", "lira_online, binned variance (K=8)"):
+            l8 = [r[ref]["0.001"] or 0.0 for r in per_seed]
+            lines += ["", f"- ensemble_online at K={args.k} vs {ref}: mean {np.mean(d):.4f} vs {np.mean(l8):.4f} = "
+                      f"{np.mean(d) / max(np.mean(l8), 1e-12):.2f}x; ahead in {sum(a >= b for a, b in zip(d, l8))}/{len(d)} seeds"]
     out.write_text("\n".join(lines) + "\n")
     print(f"wrote {out} ({wall / 60:.1f} min)")
     return 0

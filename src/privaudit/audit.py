@@ -36,7 +36,8 @@ from privaudit.target import OutputMode, apply_output_mode, detect_output_mode, 
 # Strongest first at few reference models (see bench/results/membership.md); all are cheap once the
 # reference models exist. label_only is added automatically when the target exposes labels only,
 # because it sends extra queries.
-DEFAULT_ATTACKS: tuple[str, ...] = ("ensemble_online", "rmia_online", "lira_online", "rmia_offline", "lira_offline", "shadow", "loss")
+DEFAULT_ATTACKS: tuple[str, ...] = ("ensemble_online", "rmia_online", "lira_online", "rmia_offline", "lira_offline",
+                                    "shadow", "loss")
 FPRS = tuple(float(k) for k in FPR_KEYS)
 RECORDS_AT_RISK = 100
 _PREDICT_CHUNK = 4096
