@@ -8,7 +8,7 @@ import pytest
 from privaudit import metrics
 from privaudit.attacks.membership import AttackContext, registry, run_attack
 from privaudit.attacks.membership.ensemble import rank_mean
-from privaudit.attacks.membership.lira import binned_moments, online_scores, spread_measurable
+from privaudit.attacks.membership.lira import MIN_RECORDS_PER_BIN, binned_moments, online_scores, spread_measurable
 from privaudit.target import OutputMode
 
 
@@ -89,7 +89,7 @@ def _context(probs: np.ndarray, ref_probs: np.ndarray, ref_in: np.ndarray, y: np
 
 def test_with_two_reference_models_the_ensemble_is_rmia_alone() -> None:
     rng = np.random.default_rng(0)
-    n, c = 400, 3
+    n, c = 1200, 3
     y = rng.integers(c, size=n)
     probs = rng.dirichlet(np.ones(c), size=n)
     ref_probs = rng.dirichlet(np.ones(c), size=(2, n))
@@ -101,10 +101,24 @@ def test_with_two_reference_models_the_ensemble_is_rmia_alone() -> None:
     assert result.params["members"] == ["rmia_online"]
 
 
+def test_too_few_records_for_difficulty_groups_leave_rmia_alone() -> None:
+    rng = np.random.default_rng(1)
+    n, c = 2 * MIN_RECORDS_PER_BIN - 1, 3
+    y = rng.integers(c, size=n)
+    ref_in = np.zeros((4, n), dtype=bool)
+    for pair in range(2):
+        half = rng.random(n) < 0.5
+        ref_in[2 * pair], ref_in[2 * pair + 1] = half, ~half
+    ctx = _context(rng.dirichlet(np.ones(c), size=n), rng.dirichlet(np.ones(c), size=(4, n)), ref_in, y)
+    result = run_attack(registry()["ensemble_online"], ctx)
+    np.testing.assert_array_equal(result.scores, run_attack(registry()["rmia_online"], ctx).scores)
+    assert result.params["members"] == ["rmia_online"]
+
+
 @pytest.mark.parametrize("k", [4, 6])
 def test_the_ensemble_ranks_by_both_attacks(k: int) -> None:
     rng = np.random.default_rng(k)
-    n, c = 600, 4
+    n, c = 2 * MIN_RECORDS_PER_BIN, 4
     y = rng.integers(c, size=n)
     probs = rng.dirichlet(np.ones(c), size=n)
     ref_probs = rng.dirichlet(np.ones(c), size=(k, n))

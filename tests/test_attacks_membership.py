@@ -61,9 +61,14 @@ def test_reference_attacks_beat_the_population_attack_on_a_generalising_mlp() ->
     s = datasets.purchase_like(1600, n_features=80, n_classes=8, flip=0.3, seed=5)
     model = quiet_fit(MLPClassifier((64,), max_iter=200, random_state=0), s.X_train, s.y_train)
     rep = privaudit.audit(model, (s.X_train, s.y_train), (s.X_holdout, s.y_holdout), reference_models=4, seed=0,
-                          attacks=["loss", "rmia_online", "lira_offline"], n_bootstrap=0, cache_dir=False)
+                          attacks=["loss", "rmia_online", "lira_offline", "ensemble_online"], n_bootstrap=0,
+                          cache_dir=False)
     auc = {a.name: a.auc for a in rep.membership.attacks}
     assert auc["rmia_online"] > auc["loss"] + 0.03, auc
+    # 1,600 records make three difficulty groups: the ensemble runs with both of its members here.
+    ensemble = next(a for a in rep.membership.attacks if a.name == "ensemble_online")
+    assert ensemble.params["members"] == ["rmia_online", "lira_online (binned variance)"]
+    assert auc["ensemble_online"] > auc["loss"] + 0.03, auc
     assert auc["lira_offline"] > auc["loss"], auc
 
 

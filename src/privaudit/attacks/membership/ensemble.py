@@ -7,8 +7,10 @@ two ranks (each scaled to [0, 1]) are averaged. LiRA here pools one variance per
 (:func:`privaudit.attacks.membership.lira.binned_moments`) instead of one for all records, the
 estimator that suits this combination at K = 4 (measured in bench/results/variants.md).
 
-When no record has two reference models on each side (K < 4), LiRA cannot measure a spread and the
-ensemble falls back to RMIA's ranking alone.
+When no record has two reference models on each side (K < 4), LiRA cannot measure a spread, and with
+too few records for two difficulty groups its variance is the single shared one, which makes the
+rank mean weaker than RMIA alone (bench/results/variants.md, "rank mean of rmia_online and
+lira_online"); in both cases the ensemble is RMIA's ranking alone.
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ def run(ctx: AttackContext) -> AttackResult:
         raise ValueError("the ensemble needs reference models and score outputs")
     rmia_scores, rmia_params = rmia.scores(ctx, offline=False)
     params: dict[str, object] = {"rmia_temperature": rmia_params["temperature"]}
-    if not lira.spread_measurable(ctx.reference_in):
+    if not lira.spread_measurable(ctx.reference_in) or lira.difficulty_groups(len(ctx.y)) < 2:
         params["members"] = ["rmia_online"]
         return AttackResult("ensemble_online", rmia_scores, reference_models=ctx.n_reference, params=params)
     target_signal, ref_signal = lira.signals(ctx)

@@ -50,6 +50,11 @@ VARIANCE_BINS = 20
 MIN_RECORDS_PER_BIN = 500
 
 
+def difficulty_groups(n_records: int, bins: int = VARIANCE_BINS, min_per_bin: int = MIN_RECORDS_PER_BIN) -> int:
+    """How many groups :func:`binned_moments` cuts ``n_records`` into (1 means one shared variance)."""
+    return int(np.clip(n_records // min_per_bin, 1, bins))
+
+
 def binned_moments(
     signal: NDArray[np.float64], mask: NDArray[np.bool_], bins: int = VARIANCE_BINS,
     min_per_bin: int = MIN_RECORDS_PER_BIN,
@@ -64,7 +69,7 @@ def binned_moments(
     count = mask.sum(axis=0)
     sq = (np.where(mask, signal - mean[None, :], 0.0) ** 2).sum(axis=0)
     dof = np.maximum(count - 1, 0)
-    groups = int(np.clip(int(has.sum()) // min_per_bin, 1, bins))
+    groups = difficulty_groups(int(has.sum()), bins, min_per_bin)
     std = fixed_std.copy()
     if groups > 1:
         edges = np.quantile(mean[has], np.linspace(0.0, 1.0, groups + 1)[1:-1])
