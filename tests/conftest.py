@@ -3,6 +3,7 @@ saw the audited records."""
 
 from __future__ import annotations
 
+import shutil
 import warnings
 from dataclasses import dataclass
 from typing import Any
@@ -13,6 +14,16 @@ import pytest
 from privaudit import datasets
 
 ALL_ATTACKS = ["loss", "shadow", "lira_online", "lira_offline", "rmia_online", "rmia_offline", "ensemble_online", "label_only"]
+
+
+def require_program(*names: str, package: str) -> str:
+    """The first of ``names`` on PATH. A missing program fails the test, never skips it: the README's
+    test command installs every one (scripts/test-deps), so a missing one is a broken setup."""
+    for name in names:
+        found = shutil.which(name)
+        if found:
+            return found
+    pytest.fail(f"{names[0]} is not on PATH; install it with scripts/test-deps (apt-get install -y {package})")
 
 
 @dataclass

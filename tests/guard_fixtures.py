@@ -8,7 +8,6 @@ import base64
 import hashlib
 import hmac
 import json
-import shutil
 import socket
 import subprocess
 import time
@@ -27,8 +26,8 @@ from privaudit.guard.config import GuardConfig, parse_config
 from privaudit.guard.events import Level, QueryEvent, Verdict
 from privaudit.guard.identity import add_key
 from servers import free_port, serve
+from tests.conftest import require_program
 
-REDIS_SERVER = shutil.which("redis-server")
 CLASSES = ["setosa", "versicolor", "virginica"]
 ISSUER, AUDIENCE, KID = "https://issuer.test", "privaudit-guard", "test-key-1"
 
@@ -63,11 +62,11 @@ class RedisServer:
     """A throwaway redis-server on a free loopback port, nothing persisted."""
 
     def __init__(self) -> None:
-        assert REDIS_SERVER is not None
+        server = require_program("redis-server", package="redis-server")
         self.port = free_port()
         self.url = f"redis://127.0.0.1:{self.port}"
         self._proc = subprocess.Popen(
-            [REDIS_SERVER, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+            [server, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 10
         while True:

@@ -28,7 +28,7 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from guard_fixtures import (AUDIENCE, CLASSES, ISSUER, KID, REDIS_SERVER, FakeMonitor, RedisServer, Signer, forged,
+from guard_fixtures import (AUDIENCE, CLASSES, ISSUER, KID, FakeMonitor, RedisServer, Signer, forged,
                             free_port, guard_config, lifespan, make_keys, post, rows, serve_guard)
 from privaudit.errors import ConfigError
 from privaudit.guard.app import GuardMiddleware, build_app
@@ -39,7 +39,6 @@ from privaudit.guard.identity import AuthError, KeyStore
 from privaudit.target import OutputMode
 from servers import Recorder, iris_app, serve
 
-needs_redis = pytest.mark.skipif(REDIS_SERVER is None, reason="redis-server is not on PATH (CI installs it: apt-get install -y redis-server)")
 FEATURES = ["sepal_length", "sepal_width", "petal_length", "petal_width"]
 LIMIT_HEADERS = {"retry-after", "ratelimit-limit", "ratelimit-remaining", "ratelimit-reset", "ratelimit-policy"}
 
@@ -236,7 +235,6 @@ def test_a_batch_spends_one_query_per_record(tmp_path: Path, upstream: str, keys
     assert asyncio.run(scenario()) == [200, 429, 200, 429]
 
 
-@needs_redis
 def test_64_concurrent_clients_across_two_guards_sharing_redis_never_pass_the_limit(tmp_path: Path, upstream: str, keys: dict[str, str]) -> None:
     redis = RedisServer()
     try:
@@ -289,7 +287,6 @@ def test_untrusted_forwarded_for_is_ignored(tmp_path: Path, upstream: str, keys:
     assert client_ip(["192.0.2.0/24", "10.0.0.0/8"], "1.1.1.1, 203.0.113.7, 10.1.1.1") == "203.0.113.7"
 
 
-@needs_redis
 @pytest.mark.slow
 @pytest.mark.parametrize("policy", ["deny", "allow"])
 def test_redis_stopping_mid_run_follows_on_storage_error(tmp_path: Path, upstream: str, keys: dict[str, str], policy: str) -> None:

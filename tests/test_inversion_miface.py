@@ -356,7 +356,7 @@ def test_no_exact_gradient_for_other_models(tabular: Any) -> None:
 
 @pytest.mark.slow
 def test_torch_gradients_and_inversion(digits: dict[str, Any]) -> None:
-    torch = pytest.importorskip("torch")
+    import torch  # installed by scripts/test-deps (CPU build); missing, the test fails
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # torch's OpenMP pool next to scikit-learn's spins for seconds on two cores
     try:

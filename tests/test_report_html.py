@@ -6,7 +6,6 @@ from __future__ import annotations
 import base64
 import os
 import re
-import shutil
 import signal
 import subprocess
 import sys
@@ -23,6 +22,7 @@ from privaudit import datasets
 from privaudit.report import WriteOptions, render, writer_for
 from privaudit.report.html import remediation_blocks
 from privaudit.report.schema import Regression, Report
+from tests.conftest import require_program
 
 pytestmark = pytest.mark.slow  # one real audit (about ten seconds) feeds every test here
 
@@ -313,17 +313,13 @@ def test_rendering_does_not_import_pyplot(tmp_path: Path, report: Report) -> Non
 # ---------------------------------------------------------------------------------------- Chromium
 
 
-def chromium_or_skip() -> str:
-    """The Chromium binary, or skip. A skip is acceptable only because CI installs Chromium
-    (``apt-get install -y chromium``); on a developer machine without it these tests cannot run."""
-    for name in ("/usr/bin/chromium", "chromium", "chromium-browser", "google-chrome", "google-chrome-stable"):
-        found = shutil.which(name)
-        if found:
-            return found
-    message = "no Chromium binary found (/usr/bin/chromium); install it with: apt-get install -y chromium"
-    if os.environ.get("PRIVAUDIT_REQUIRE_BROWSER") == "1":  # set by .ci/run: in CI a missing browser is a failure
-        pytest.fail(message)
-    pytest.skip(message)
+def chromium_binary() -> str:
+    return require_program("chromium", "chromium-browser", "google-chrome", "google-chrome-stable", package="chromium")
+
+
+def test_a_missing_program_fails_the_test_instead_of_skipping_it() -> None:
+    with pytest.raises(pytest.fail.Exception, match="no-such-browser is not on PATH.*apt-get install -y no-such-pkg"):
+        require_program("no-such-browser", package="no-such-pkg")
 
 
 def run_chromium(binary: str, profile: Path, *args: str) -> str:
@@ -350,7 +346,7 @@ def read_png(path: Path) -> Any:
 
 
 def test_renders_in_headless_chromium(report: Report, page_file: Path, tmp_path: Path) -> None:
-    chromium = chromium_or_skip()
+    chromium = chromium_binary()
     png = tmp_path / "shot.png"
     run_chromium(chromium, tmp_path / "profile-shot", f"--screenshot={png}", "--window-size=1280,2400",
                  page_file.as_uri())
@@ -375,7 +371,7 @@ def test_renders_in_headless_chromium(report: Report, page_file: Path, tmp_path:
 def test_plots_are_drawn_by_the_browser(page_file: Path, tmp_path: Path) -> None:
     # Headless screenshots show the top of the page only, so use a window tall enough for all of it
     # and look for the plots' own colours: the ROC curves' blue and the members' vermillion.
-    chromium = chromium_or_skip()
+    chromium = chromium_binary()
     png = tmp_path / "tall.png"
     run_chromium(chromium, tmp_path / "profile-tall", f"--screenshot={png}", "--window-size=1280,10000",
                  page_file.as_uri())
@@ -386,7 +382,7 @@ def test_plots_are_drawn_by_the_browser(page_file: Path, tmp_path: Path) -> None
 
 
 def test_screenshot_script(report: Report, tmp_path: Path) -> None:
-    chromium = chromium_or_skip()
+    chromium = chromium_binary()
     src = tmp_path / "report.json"
     report.to_json(str(src))
     png = tmp_path / "out" / "report.png"
