@@ -27,7 +27,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import LoadSampler, fmt, header, now_utc, roc_summary, table  # noqa: E402
-from membership import CONFIGS, build_context, make_target, run_privaudit_attacks  # noqa: E402
+from membership import CONFIGS, build_context, lira_binned, make_target, run_privaudit_attacks  # noqa: E402
 
 BENCH = Path(__file__).resolve().parent
 ATTACKS = ("loss", "shadow", "lira_offline", "lira_online", "rmia_offline", "rmia_online", "ensemble_online")
@@ -43,7 +43,6 @@ def _rank(s: np.ndarray) -> np.ndarray:
 
 
 def variants(ctx: Any) -> dict[str, np.ndarray]:
-    from privaudit.attacks.membership import lira
     from privaudit.attacks.membership.rmia import log_ratio
     from privaudit.attacks.membership.signals import tempered_true_class_probability
 
@@ -63,8 +62,7 @@ def variants(ctx: Any) -> dict[str, np.ndarray]:
         px = w * p_in + (1.0 - w) * p_out
         out[f"rmia_online T=2, p(x) = {w:g} IN + {1 - w:g} OUT"] = np.log(np.maximum(tp, 1e-300)) - np.log(np.maximum(px, 1e-300))
     out["rmia_online T=2, p(x) geometric mean"] = np.log(np.maximum(tp, 1e-300)) - np.log(np.maximum(rp, 1e-300)).mean(0)
-    ts, rs = lira.signals(ctx)
-    binned = lira.online_scores(ts, rs, ctx.reference_in, "binned")
+    binned = lira_binned(ctx)["scores"]
     out["lira_online, binned variance"] = binned
     out["rank mean of rmia_online and lira_online"] = _rank(base["rmia_online"]) + _rank(base["lira_online"])
     out["rank mean of rmia_online and lira_online binned (= ensemble_online)"] = _rank(base["rmia_online"]) + _rank(binned)
@@ -76,11 +74,9 @@ def variants(ctx: Any) -> dict[str, np.ndarray]:
 
 
 def k8_rows(ctx: Any) -> dict[str, np.ndarray]:
-    from privaudit.attacks.membership import lira
 
     out = {f"privaudit {n} (K=8)": r["scores"] for n, r in run_privaudit_attacks(ctx, K8_ATTACKS).items()}
-    ts, rs = lira.signals(ctx)
-    out["lira_online, binned variance (K=8)"] = lira.online_scores(ts, rs, ctx.reference_in, "binned")
+    out["lira_online, binned variance (K=8)"] = lira_binned(ctx)["scores"]
     return out
 
 

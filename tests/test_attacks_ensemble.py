@@ -9,6 +9,7 @@ from privaudit import metrics
 from privaudit.attacks.membership import AttackContext, registry, run_attack
 from privaudit.attacks.membership.ensemble import rank_mean
 from privaudit.attacks.membership.lira import MIN_RECORDS_PER_BIN, binned_moments, online_scores, spread_measurable
+from privaudit.reference import in_masks
 from privaudit.target import OutputMode
 
 
@@ -55,10 +56,7 @@ def _heteroscedastic_game(seed: int, n: int = 20_000, k: int = 4) -> tuple[np.nd
     spread = 0.3 + 3.0 * difficulty  # easy records barely move across models, hard ones a lot
     mu_out = 10.0 - 20.0 * difficulty
     mu_in = mu_out + 2.0 + 3.0 * difficulty
-    ref_in = np.zeros((k, n), dtype=bool)
-    for pair in range(k // 2):
-        half = rng.random(n) < 0.5
-        ref_in[2 * pair], ref_in[2 * pair + 1] = half, ~half
+    ref_in = in_masks(np.zeros(n, dtype=np.int64), k, seed)
     refs = np.where(ref_in, mu_in, mu_out) + rng.normal(size=(k, n)) * spread
     member = rng.random(n) < 0.5
     target = np.where(member, mu_in, mu_out) + rng.normal(size=n) * spread
@@ -93,8 +91,7 @@ def test_with_two_reference_models_the_ensemble_is_rmia_alone() -> None:
     y = rng.integers(c, size=n)
     probs = rng.dirichlet(np.ones(c), size=n)
     ref_probs = rng.dirichlet(np.ones(c), size=(2, n))
-    half = rng.random(n) < 0.5
-    ctx = _context(probs, ref_probs, np.stack([half, ~half]), y)
+    ctx = _context(probs, ref_probs, in_masks(y, 2, 0), y)
     result = run_attack(registry()["ensemble_online"], ctx)
     rmia = run_attack(registry()["rmia_online"], ctx)
     np.testing.assert_array_equal(result.scores, rmia.scores)
@@ -105,11 +102,7 @@ def test_too_few_records_for_difficulty_groups_leave_rmia_alone() -> None:
     rng = np.random.default_rng(1)
     n, c = 2 * MIN_RECORDS_PER_BIN - 1, 3
     y = rng.integers(c, size=n)
-    ref_in = np.zeros((4, n), dtype=bool)
-    for pair in range(2):
-        half = rng.random(n) < 0.5
-        ref_in[2 * pair], ref_in[2 * pair + 1] = half, ~half
-    ctx = _context(rng.dirichlet(np.ones(c), size=n), rng.dirichlet(np.ones(c), size=(4, n)), ref_in, y)
+    ctx = _context(rng.dirichlet(np.ones(c), size=n), rng.dirichlet(np.ones(c), size=(4, n)), in_masks(y, 4, 1), y)
     result = run_attack(registry()["ensemble_online"], ctx)
     np.testing.assert_array_equal(result.scores, run_attack(registry()["rmia_online"], ctx).scores)
     assert result.params["members"] == ["rmia_online"]
@@ -122,10 +115,7 @@ def test_the_ensemble_ranks_by_both_attacks(k: int) -> None:
     y = rng.integers(c, size=n)
     probs = rng.dirichlet(np.ones(c), size=n)
     ref_probs = rng.dirichlet(np.ones(c), size=(k, n))
-    ref_in = np.zeros((k, n), dtype=bool)
-    for pair in range(k // 2):
-        half = rng.random(n) < 0.5
-        ref_in[2 * pair], ref_in[2 * pair + 1] = half, ~half
+    ref_in = in_masks(y, k, k)
     ctx = _context(probs, ref_probs, ref_in, y)
     result = run_attack(registry()["ensemble_online"], ctx)
     rmia = run_attack(registry()["rmia_online"], ctx).scores
