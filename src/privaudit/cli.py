@@ -241,6 +241,20 @@ def invert(
           include_records=include_records, attacks="loss", reference_models=0, no_cache=True, debug=debug)
 
 
+def _printable(text: str) -> str:
+    """User data (column names, labels, paths) reaches error lines: show control characters escaped."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
+def _print_error(message: str) -> None:
+    # A Text object is never parsed for markup, so a column named "[/bold red]" prints as written.
+    from rich.text import Text
+
+    line = Text("error: ", style="bold red")
+    line.append(_printable(message))
+    Console(stderr=True).print(line, highlight=False, soft_wrap=True)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point: user errors become one line on stderr and exit code 2 (3: nothing auditable); the
     audit command ends with the gate's code (see privaudit.gate)."""
@@ -249,28 +263,30 @@ def main(argv: list[str] | None = None) -> None:
     _ARGV = args
     debug = "--debug" in args or os.environ.get("PRIVAUDIT_DEBUG") == "1"
     try:
-        code = app(args=args, standalone_mode=False)
+        code = app(args=args, standalone_mode=False, prog_name="privaudit")
     except PrivauditError as exc:
         if debug:
             raise
-        Console(stderr=True).print(f"[bold red]error:[/bold red] {exc}", highlight=False, soft_wrap=True)
+        _print_error(str(exc))
         sys.exit(exc.exit_code)
     except (typer.Exit, SystemExit) as exc:
         code = getattr(exc, "exit_code", getattr(exc, "code", 0))
         sys.exit(code)
-    except Exception as exc:  # click usage errors and anything unexpected
-        import click
-
-        # typer bundles its own click; accept both its exception classes and click's.
-        if isinstance(exc, (click.exceptions.ClickException, typer.TyperException)) and hasattr(exc, "show"):
-            exc.show()
+    except typer.Abort:
+        sys.exit(130)
+    except typer.TyperException as exc:
+        # typer bundles its own click (it no longer installs click), so its usage errors are TyperExceptions.
+        if type(exc).__name__ == "NoArgsIsHelpError" and hasattr(exc, "show"):
+            exc.show()  # the help text itself, asked for by giving no arguments
             sys.exit(2)
-        if isinstance(exc, (click.exceptions.Abort, typer.Abort)):
-            sys.exit(130)
+        ctx = getattr(exc, "ctx", None)
+        where = f" (see '{ctx.command_path} --help')" if ctx is not None else ""
+        _print_error(f"{exc.format_message()}{where}")
+        sys.exit(2)
+    except Exception as exc:
         if debug:
             raise
-        Console(stderr=True).print(f"[bold red]error:[/bold red] {type(exc).__name__}: {exc} (an internal error; run with --debug and report it)",
-                                   highlight=False, soft_wrap=True)
+        _print_error(f"{type(exc).__name__}: {exc} (an internal error; run with --debug and report it)")
         sys.exit(70)
     if isinstance(code, int) and code != 0:  # click returns typer.Exit's code when not standalone
         sys.exit(code)

@@ -1,0 +1,32 @@
+"""What a newcomer hits off the happy path (issue 11): each test failed before its fix."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tests.coreonly import run_core_only
+
+
+def _one_error_line(stderr: str) -> str:
+    lines = [line for line in stderr.strip().splitlines() if line.strip()]
+    assert len(lines) == 1, f"expected one line on stderr, got {len(lines)}:\n{stderr}"
+    assert lines[0].startswith("error:"), lines[0]
+    return lines[0]
+
+
+# --- 1. a core-only install ------------------------------------------------------------------------
+
+
+def test_core_install_answers_a_usage_error_with_exit_2_and_one_line(tmp_path: Path) -> None:
+    proc = run_core_only(["audit", "--model", "m.skops", "--holdout", "h.csv"], tmp_path)
+    assert proc.returncode == 2, proc.stderr
+    assert "Traceback" not in proc.stderr + proc.stdout
+    line = _one_error_line(proc.stderr)
+    assert "--train" in line and "privaudit audit --help" in line, line
+
+
+def test_core_install_runs_the_demo(tmp_path: Path) -> None:
+    proc = run_core_only(["demo", "--jobs", "1", "-o", "demo.json", "-o", "demo.html"], tmp_path)
+    assert "Traceback" not in proc.stderr + proc.stdout
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "demo.json").is_file() and (tmp_path / "demo.html").is_file()
