@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
+
+import pytest
 
 from tests.coreonly import run_core_only
 
@@ -30,3 +33,22 @@ def test_core_install_runs_the_demo(tmp_path: Path) -> None:
     assert "Traceback" not in proc.stderr + proc.stdout
     assert proc.returncode == 0, proc.stderr
     assert (tmp_path / "demo.json").is_file() and (tmp_path / "demo.html").is_file()
+
+
+# --- 9. switches shown as switches ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("command", [["audit"], ["demo"], ["invert"]])
+def test_help_shows_switches_without_a_value(run: Any, monkeypatch: pytest.MonkeyPatch, command: list[str]) -> None:
+    monkeypatch.setenv("COLUMNS", "200")
+    r = run(*command, "--help")
+    assert r.code == 0, r.err
+    assert "<bool>" not in r.out
+    assert "--debug" in r.out
+
+
+def test_a_value_after_a_switch_says_it_takes_none(run: Any, tmp_path: Path) -> None:
+    r = run("audit", "--model", "m.skops", "--train", "t.csv", "--holdout", "h.csv", "--allow-pickle", "true")
+    assert r.code == 2
+    line = _one_error_line(r.err)
+    assert "--allow-pickle" in line and "switch" in line, line

@@ -255,6 +255,34 @@ def _print_error(message: str) -> None:
     Console(stderr=True).print(line, highlight=False, soft_wrap=True)
 
 
+_TRUTHY = {"true", "false", "yes", "no", "on", "off", "1", "0"}
+
+
+def _command() -> Any:
+    """The click command typer builds, with switches shown as switches in --help (no <bool> type)."""
+    import typer.main
+
+    root = typer.main.get_command(app)
+
+    def walk(cmd: Any) -> None:
+        for param in [*cmd.params, cmd.get_help_option(typer.Context(cmd))]:
+            if param is not None and getattr(param, "is_flag", False):
+                param.metavar = ""  # an empty metavar leaves the type column blank
+        for sub in getattr(cmd, "commands", {}).values():
+            walk(sub)
+
+    walk(root)
+    return root
+
+
+def _switch_hint(args: list[str], message: str) -> str:
+    # "--allow-pickle true": the value is taken for a stray argument; say why.
+    for before, value in zip(args, args[1:]):
+        if before.startswith("--") and value.lower() in _TRUTHY and f"({value})" in message:
+            return f"; {before} is a switch and takes no value: write {before} alone to turn it on"
+    return ""
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point: user errors become one line on stderr and exit code 2 (3: nothing auditable); the
     audit command ends with the gate's code (see privaudit.gate)."""
@@ -263,7 +291,7 @@ def main(argv: list[str] | None = None) -> None:
     _ARGV = args
     debug = "--debug" in args or os.environ.get("PRIVAUDIT_DEBUG") == "1"
     try:
-        code = app(args=args, standalone_mode=False, prog_name="privaudit")
+        code = _command().main(args=args, standalone_mode=False, prog_name="privaudit")
     except PrivauditError as exc:
         if debug:
             raise
@@ -281,7 +309,7 @@ def main(argv: list[str] | None = None) -> None:
             sys.exit(2)
         ctx = getattr(exc, "ctx", None)
         where = f" (see '{ctx.command_path} --help')" if ctx is not None else ""
-        _print_error(f"{exc.format_message()}{where}")
+        _print_error(f"{exc.format_message()}{_switch_hint(args, exc.format_message())}{where}")
         sys.exit(2)
     except Exception as exc:
         if debug:
