@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 from tests.coreonly import run_core_only
@@ -52,3 +53,37 @@ def test_a_value_after_a_switch_says_it_takes_none(run: Any, tmp_path: Path) -> 
     assert r.code == 2
     line = _one_error_line(r.err)
     assert "--allow-pickle" in line and "switch" in line, line
+
+
+# --- 6. a callable's numpy classes -------------------------------------------------------------------
+
+
+def test_callable_with_a_numpy_classes_attribute(run: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from privaudit.models.pycallable import CallableTarget
+
+    def predict(X: Any) -> Any:
+        return np.where(np.asarray(X)[:, 0] > 0, "yes", "no")
+
+    predict.classes = np.array(["no", "yes"])  # type: ignore[attr-defined]
+    target = CallableTarget(predict)
+    assert list(target.classes) == ["no", "yes"]
+    assert target.predict(np.array([[1.0], [-1.0], [2.0]])).tolist() == [1, 0, 1]
+
+
+# --- 11. --model mod:attr leaves sys.path as it was ---------------------------------------------------
+
+
+def test_model_module_import_restores_sys_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    from privaudit.models.pycallable import resolve
+
+    (tmp_path / "pa_i11_model.py").write_text("def predict(X):\n    return X\n")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "path", [p for p in sys.path if p not in ("", ".", str(tmp_path))])
+    before = list(sys.path)
+    try:
+        assert callable(resolve("pa_i11_model:predict"))
+        assert sys.path == before
+    finally:
+        sys.modules.pop("pa_i11_model", None)
