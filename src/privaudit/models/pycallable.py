@@ -77,15 +77,16 @@ def resolve(spec: str) -> Any:
     module_name, _, attr_path = spec.partition(":")
     # The working directory is searched first only while the user's module is imported: left there, a
     # file such as ./matplotlib.py would shadow the real package for the rest of the run.
-    saved = list(sys.path)
-    if "" not in sys.path and "." not in sys.path:
+    added = "" not in sys.path and "." not in sys.path
+    if added:
         sys.path.insert(0, "")
     try:
         obj: Any = importlib.import_module(module_name)
     except ImportError as exc:
         raise ModelLoadError(f"{spec}: cannot import module '{module_name}' ({exc})") from exc
     finally:
-        sys.path[:] = saved
+        if added and "" in sys.path:
+            sys.path.remove("")  # only our entry; whatever the module itself added stays
     for part in attr_path.split("."):
         try:
             obj = getattr(obj, part)
