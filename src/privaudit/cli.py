@@ -119,6 +119,8 @@ def audit(
     auth_header: Annotated[Optional[str], typer.Option(help="HTTP: header for the credential (default Authorization).")] = None,
     max_queries: Annotated[Optional[int], typer.Option(help="HTTP: never send more than this many records.")] = None,
     rate: Annotated[Optional[float], typer.Option(help="HTTP: at most this many records per second.")] = None,
+    retries: Annotated[Optional[int], typer.Option(help="HTTP: retries of a failed request (default 4).")] = None,
+    timeout: Annotated[Optional[float], typer.Option(help="HTTP: seconds to wait for one answer (default 30).")] = None,
     input_field: Annotated[Optional[str], typer.Option(help="HTTP custom: dotted path for the rows in the request.")] = None,
     output_field: Annotated[Optional[str], typer.Option(help="HTTP custom: dotted path to the predictions in the answer.")] = None,
     inversion: Annotated[bool, typer.Option("--inversion", help="Also run MI-Face model inversion (ATLAS-EXF-001).")] = False,
@@ -150,6 +152,7 @@ def audit(
     base = load_baseline(baseline) if baseline is not None else None
     http = _http_settings(protocol=protocol, classes=classes, batch_size=batch_size, concurrency=concurrency,
                           auth_env=auth_env, auth_header=auth_header, max_queries=max_queries, rate=rate,
+                          retries=retries, timeout=timeout,
                           input_field=input_field, output_field=output_field)
     console = Console()
     with RichReporter() as ui:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -34,6 +35,21 @@ def resolve_protocol(protocol: str, url_path: str) -> Protocol:
     if protocol in ("kserve-v1", "v2", "custom"):
         return protocol  # type: ignore[return-value]
     raise ConfigError(f"protocol '{protocol}' is not supported; use one of {', '.join(PROTOCOLS)}")
+
+
+# The top-level field each protocol puts the rows in; an error body quoting another protocol's field
+# means the request went out in the wrong shape.
+_ROWS_FIELD = {"kserve-v1": "instances", "v2": "inputs"}
+
+
+def protocol_mismatch(sent: str, input_field: str, error_body: str) -> tuple[str, str] | None:
+    """(field named, protocol it belongs to) when an error body names the rows field of a protocol
+    other than the one ``sent`` (e.g. ``KeyError: 'instances'`` after a v2 request), else None."""
+    ours = _ROWS_FIELD.get(sent, input_field.split(".")[0])
+    for protocol, field in _ROWS_FIELD.items():
+        if field != ours and re.search(rf"""['"]{field}['"]""", error_body):
+            return field, protocol
+    return None
 
 
 def _listing(values: Any) -> str:

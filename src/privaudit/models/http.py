@@ -24,7 +24,8 @@ from numpy.typing import NDArray
 
 from privaudit.errors import ConfigError, DataError, EndpointError, QueryBudgetExceeded
 from privaudit.models import LoadedModel, LoadOptions, register_loader
-from privaudit.models._http_protocols import PROTOCOLS, ROW_FORMATS, WireFormat, decode, resolve_protocol
+from privaudit.models._http_protocols import (PROTOCOLS, ROW_FORMATS, WireFormat, decode, protocol_mismatch,
+                                              resolve_protocol)
 
 _MAX_BACKOFF = 30.0  # s; beyond this a "transient" failure is not transient
 _MAX_RETRY_AFTER = 120.0  # s; a server asking for longer is enforcing a quota, not shedding load
@@ -215,6 +216,7 @@ class HttpTarget:
         self._pacer = _Pacer(s.rate)
         self._queries = 0
         self._requests = 0
+        self._batch_cap = s.batch_size  # lowered for good when the endpoint answers 429 to a larger request
         self._budget_used = 0  # records handed to the endpoint at least once (what max_queries caps)
         limits = httpx.Limits(max_connections=s.concurrency, max_keepalive_connections=s.concurrency)
         # Redirects are not followed: a POST bounced elsewhere could carry the credential to another host.
@@ -253,7 +255,7 @@ class HttpTarget:
                 f"{self.display_url}: sending {n} more records would exceed max_queries={cap} "
                 f"({self._budget_used} already sent); raise max_queries or audit fewer records"
             )
-        size = self.settings.batch_size
+        size = self._batch_cap
         spans = [(i, min(i + size, n)) for i in range(0, n, size)]
         batches = self._run([X[a:b] for a, b in spans])
         rows = [row for batch in batches for row in batch]
@@ -308,12 +310,21 @@ class HttpTarget:
 
     def _send(self, X: NDArray[np.float64], stop: threading.Event) -> list[Any]:
         n = len(X)
-        body = self._wire.encode(X)
         with self._lock:
             cap = self.settings.max_queries
             if cap is not None and self._budget_used + n > cap:  # only reachable with concurrent predict calls
-                raise QueryBudgetExceeded(f"{self.display_url}: max_queries={cap} reached; raise max_queries or audit fewer records")
+                raise QueryBudgetExceeded(f"{self.display_url}: max_queries={cap} reached; raise --max-queries or audit fewer records")
             self._budget_used += n
+        return self._post(X, stop)
+
+    def _post(self, X: NDArray[np.float64], stop: threading.Event) -> list[Any]:
+        """POST ``X``, split into requests the endpoint accepts; a 429 on a multi-record request halves
+        the size of every later request (down to one record), which then holds for this target."""
+        size = self._batch_cap
+        if len(X) > size:
+            return [row for a in range(0, len(X), size) for row in self._post(X[a:a + size], stop)]
+        n = len(X)
+        body = self._wire.encode(X)
         attempts = self.settings.retries + 1
         last = ""
         for attempt in range(attempts):
@@ -334,6 +345,12 @@ class HttpTarget:
                     self._count(queries=n)
                     return rows
                 status, excerpt = resp.status_code, self._excerpt(resp)
+                if status != 429:
+                    mismatch = protocol_mismatch(self.protocol, self._wire.input_field, resp.text)
+                    if mismatch is not None:
+                        raise EndpointError(
+                            f"{self.display_url} answered HTTP {status} naming '{mismatch[0]}' ({excerpt}): it expects "
+                            f"{mismatch[1]} requests but privaudit sent {self.protocol} ones; pass --protocol {mismatch[1]}")
                 if status != 429 and status < 500:
                     raise EndpointError(f"{self.display_url} answered HTTP {status}: {excerpt}{self._hint(resp)}")
                 last = f"HTTP {status}: {excerpt}"
@@ -341,12 +358,26 @@ class HttpTarget:
                 if retry_after is not None and retry_after > _MAX_RETRY_AFTER:
                     raise EndpointError(
                         f"{self.display_url} answered HTTP {status} and asked to wait {retry_after:.0f} s before retrying; "
-                        "its quota is spent, so lower rate or try again later"
+                        "its quota is spent, so lower --rate or try again later"
                     )
+                if status == 429 and n > 1:
+                    with self._lock:
+                        self._batch_cap = min(self._batch_cap, max(1, n // 2))
+                    wait_s = retry_after if retry_after is not None else self._backoff(0, None)
+                    if stop.wait(wait_s):
+                        raise _Cancelled()
+                    return self._post(X, stop)  # smaller requests, with a fresh retry budget
             if attempt + 1 < attempts and stop.wait(self._backoff(attempt, retry_after)):
                 raise _Cancelled()
+        if last.startswith("HTTP 429"):
+            raise EndpointError(
+                f"{self.display_url} refused even a single record per request {attempts} time(s) in a row (last: {last}); "
+                f"its rate limit is below what privaudit sends: lower --rate (records per second, e.g. --rate 1) "
+                f"and --batch-size, or raise --retries"
+            )
         raise EndpointError(
-            f"{self.display_url} failed {attempts} time(s) in a row (last: {last}); check the endpoint is up, or raise retries or timeout"
+            f"{self.display_url} failed {attempts} time(s) in a row (last: {last}); check the endpoint is up, "
+            "or raise --retries or --timeout"
         )
 
     def _extract(self, resp: httpx.Response, n: int) -> list[Any]:
