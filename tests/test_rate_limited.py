@@ -115,3 +115,39 @@ def test_a_protocol_mismatch_is_named_at_once_with_the_flag_that_fixes_it() -> N
             assert fixed.predict(X[:5]).shape == (5, 3)
     message = str(info.value)
     assert "sent v2" in message and "--protocol kserve-v1" in message, message
+
+
+# --- label-only endpoints take their classes from the data (item 2) ----------------------------------
+
+
+def _frames(names: list[str]) -> tuple[Any, Any]:
+    import pandas as pd
+
+    df = pd.DataFrame(X, columns=FEATURES)
+    df["species"] = np.asarray(names, dtype=object)[Y]
+    order = np.random.default_rng(0).permutation(len(df))
+    return df.iloc[order[:75]].reset_index(drop=True), df.iloc[order[75:]].reset_index(drop=True)
+
+
+@pytest.mark.parametrize("route", ["/labels:predict", "/top2:predict"])
+def test_label_answers_take_the_classes_from_the_label_column(upstream: str, route: str) -> None:
+    import privaudit
+
+    train, holdout = _frames(list(CLASSES))
+    report = privaudit.audit(upstream + route, train, holdout, label="species", attacks=["loss"], reference_models=0,
+                             cache_dir=False, what_if=False, n_bootstrap=20)
+    assert sorted(report.model.classes) == sorted(CLASSES)
+    assert report.model.output_mode == ("label" if route.startswith("/labels") else "top_k")
+    assert report.membership.train_accuracy > 0.9  # labels were matched to the right classes
+
+
+def test_labels_the_data_lacks_name_the_classes_flag(upstream: str) -> None:
+    import privaudit
+    from privaudit.errors import PrivauditError
+
+    train, holdout = _frames(["a", "b", "c"])
+    with pytest.raises(PrivauditError) as info:
+        privaudit.audit(upstream + "/labels:predict", train, holdout, label="species", attacks=["loss"],
+                        reference_models=0, cache_dir=False, what_if=False)
+    message = str(info.value)
+    assert "--classes" in message and any(repr(c) in message for c in CLASSES), message

@@ -182,8 +182,10 @@ def audit(
 
     budget = (http or {}).get("max_queries")
     if budget is not None and n_total > int(budget):  # refuse before the first query, not halfway through
-        raise QueryBudgetExceeded(f"max_queries={int(budget)} is below the {n_total} records the audit must query "
+        raise QueryBudgetExceeded(f"--max-queries {int(budget)} is below the {n_total} records the audit must query "
                                   "once each; raise --max-queries or audit fewer records")
+    if hasattr(loaded.target, "use_data_classes"):  # label-only answers name classes found in the data
+        loaded.target.use_data_classes(np.concatenate([np.asarray(tr.y, dtype=object), np.asarray(ho.y, dtype=object)]))
     if loaded.format == "http":
         ui.info(f"The audit sends {n_total} queries to the endpoint now, plus any a query-based attack announces.")
     outputs = _predict_all(loaded, (tr.X, ho.X), ui)

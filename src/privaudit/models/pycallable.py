@@ -27,12 +27,19 @@ class CallableTarget:
                 classes = source  # any sequence, numpy arrays included (never judged by truthiness)
         self._classes = None if classes is None else np.asarray(list(classes))
         self._queries = 0
+        self._data_classes: NDArray[Any] | None = None
 
     @property
     def classes(self) -> NDArray[np.generic]:
         if self._classes is None:
             raise ModelLoadError("callable model: its classes are unknown until it has been queried once")
         return self._classes
+
+    def use_data_classes(self, labels: Any) -> None:
+        """Without a ``classes`` attribute, label answers are looked up among the audited data's labels."""
+        if self._classes is None:
+            self._data_classes = np.asarray(sorted({_key(v): v for v in np.asarray(labels).tolist()}.values(), key=_key),
+                                            dtype=object)
 
     @property
     def queries(self) -> int:
@@ -49,6 +56,8 @@ class CallableTarget:
         if out.ndim == 1:
             if np.issubdtype(out.dtype, np.floating) and not np.all(out == np.round(out)):
                 raise ModelLoadError("callable model returned one float per row; return class probabilities (n, C) or class indices")
+            if self._classes is None and self._data_classes is not None:
+                self._classes = self._data_classes
             if self._classes is None:
                 raise ModelLoadError("callable model returns labels only; give the function a `classes` attribute listing the classes")
             return self._indices(out)
