@@ -87,3 +87,39 @@ def test_model_module_import_restores_sys_path(tmp_path: Path, monkeypatch: pyte
         assert sys.path == before
     finally:
         sys.modules.pop("pa_i11_model", None)
+
+
+# --- 8. outputs are checked before any work -----------------------------------------------------------
+
+
+@pytest.fixture
+def bc_files(tmp_path: Path) -> tuple[Path, Path]:
+    from tests.conftest import write_breast_cancer
+
+    train, holdout, _ = write_breast_cancer(tmp_path, "diagnosis")
+    return train, holdout
+
+
+@pytest.mark.parametrize("kind", ["directory", "missing-folder", "under-a-file", "not-utf8"])
+def test_bad_output_paths_fail_before_the_model_is_touched(run: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                           bc_files: tuple[Path, Path], kind: str) -> None:
+    import os
+    import sys
+
+    (tmp_path / "pa_i11_marker.py").write_text(
+        "import pathlib\npathlib.Path(__file__).with_name('loaded').touch()\n"
+        "def predict(X):\n    return X[:, :2]\n")
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "afile.txt").write_text("x")
+    (tmp_path / "adir.json").mkdir()
+    out = {"directory": "adir.json", "missing-folder": "no/such/folder/r.json", "under-a-file": "afile.txt/r.json",
+           "not-utf8": os.fsdecode(b"r\xff.json")}[kind]
+    try:
+        r = run("audit", "--model", "pa_i11_marker:predict", "--train", bc_files[0], "--holdout", bc_files[1],
+                "--label", "diagnosis", "-o", out)
+    finally:
+        sys.modules.pop("pa_i11_marker", None)
+    assert r.code == 2, r.err
+    line = _one_error_line(r.err)
+    assert "-o" in line, line
+    assert not (tmp_path / "loaded").exists()  # refused before the model was imported, let alone queried

@@ -160,9 +160,10 @@ def audit(
         raise ConfigError("--reference-models must be 0 or more")
     if not 0 < delta < 1:
         raise ConfigError(f"--delta {delta}: must be between 0 and 1")
-    loaded = _load(model, LoadOptions(allow_pickle=allow_pickle, trust=tuple(trust), http=dict(http or {})))
+    # The data first: its errors are found in seconds, while a model may take long to load.
     tr, ho = load_data(train, label=label, name="train"), load_data(holdout, label=label, name="holdout")
     check_same_columns(tr, ho)
+    loaded = _load(model, LoadOptions(allow_pickle=allow_pickle, trust=tuple(trust), http=dict(http or {})))
     est = loaded.estimator
     if est is not None:
         names = getattr(est, "feature_names_in_", None)

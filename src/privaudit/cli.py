@@ -9,6 +9,7 @@ from typing import Annotated, Any, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from privaudit.errors import ConfigError, PrivauditError
 
@@ -19,11 +20,11 @@ _ARGV: list[str] | None = None  # the arguments main() was given, for the report
 
 
 def _check_outputs(outputs: list[Path]) -> None:
-    """Every output's format must be known before any work starts."""
-    from privaudit.report import writer_for
+    """Every output must be writable, in a known format, before any work starts."""
+    from privaudit.report import check_output
 
     for out in outputs:
-        writer_for(str(out))
+        check_output(out)
 
 
 def _write_outputs(report: Any, outputs: list[Path], console: Console, options: Any = None) -> None:
@@ -31,7 +32,7 @@ def _write_outputs(report: Any, outputs: list[Path], console: Console, options: 
 
     for out in outputs:
         write_report(report, str(out), options)
-        console.print(f"wrote {out}", highlight=False)
+        console.print(f"wrote {escape(str(out))}", highlight=False)
 
 
 def _http_settings(**kwargs: Any) -> dict[str, Any]:
@@ -176,7 +177,7 @@ def audit(
     render_findings(report, console)
     result = gate.evaluate(report, settings.fail_on)
     colour = "green" if result.passed else "bold red"
-    console.print(f"[{colour}]{result.message}[/{colour}]", highlight=False)
+    console.print(f"[{colour}]{escape(result.message)}[/{colour}]", highlight=False)
     raise typer.Exit(result.code)
 
 

@@ -8,7 +8,10 @@ so ``.sarif.json`` is SARIF while other ``.json`` files are the JSON report).
 from __future__ import annotations
 
 import importlib
+import os
+import tempfile
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable
 
 from privaudit.errors import ConfigError
@@ -57,6 +60,31 @@ def writer_for(path: str) -> tuple[str, Writer]:
     return _WRITERS[max(matches, key=len)]
 
 
+def check_output(path: str | os.PathLike[str]) -> None:
+    """Refuse, before any work, an output that could not be written: an unknown format, a name that is
+    not valid UTF-8, a directory, a missing or unwritable folder."""
+    text = os.fspath(path)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        shown = text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+        raise ConfigError(f"-o {shown}: the file name is not valid UTF-8; choose a name in UTF-8") from None
+    writer_for(text)
+    target = Path(text)
+    if target.is_dir():
+        raise ConfigError(f"-o {text}: is a directory; give a file name, e.g. {target / 'report.json'}")
+    folder = target.parent
+    if not folder.is_dir():
+        what = "is not a folder" if folder.exists() else "does not exist"
+        raise ConfigError(f"-o {text}: {folder} {what}; create the folder first or choose another path")
+    try:  # the writer's own way in: a temporary file beside the report, renamed over it
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=f".{target.name}.", suffix=".check"):
+            pass
+    except OSError as exc:
+        raise ConfigError(f"-o {text}: cannot write in {folder} ({exc.strerror or exc}); "
+                          "choose a folder you can write to") from None
+
+
 def render(report: Report, path: str, options: WriteOptions | None = None) -> str:
     """The text a writer produces for ``path``'s format."""
     _name, fn = writer_for(path)
@@ -70,4 +98,4 @@ def write_report(report: Report, path: str, options: WriteOptions | None = None)
     atomic_write_text(path, render(report, path, options))
 
 
-__all__ = ["Report", "WriteOptions", "register_writer", "render", "write_report", "writer_for", "writers"]
+__all__ = ["Report", "WriteOptions", "check_output", "register_writer", "render", "write_report", "writer_for", "writers"]
