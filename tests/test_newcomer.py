@@ -123,3 +123,43 @@ def test_bad_output_paths_fail_before_the_model_is_touched(run: Any, tmp_path: P
     line = _one_error_line(r.err)
     assert "-o" in line, line
     assert not (tmp_path / "loaded").exists()  # refused before the model was imported, let alone queried
+
+
+# --- 5. random forests are not "rounded"; the what-if table never disappears silently -----------------
+
+
+def _forest_case() -> tuple[Any, Any, Any]:
+    from sklearn.ensemble import RandomForestClassifier
+
+    from privaudit import datasets
+
+    s = datasets.breast_cancer(seed=0)
+    model = RandomForestClassifier(n_estimators=100, random_state=0).fit(s.X_train, s.y_train)
+    return model, (s.X_train, s.y_train), (s.X_holdout, s.y_holdout)
+
+
+def test_a_local_random_forest_is_read_unrounded_and_gets_its_what_if_table() -> None:
+    import privaudit
+
+    model, train, holdout = _forest_case()
+    probs = model.predict_proba(train[0])
+    assert np.allclose(probs, np.round(probs, 2))  # on a 0.01 grid: 100 trees vote
+    report = privaudit.audit(model, train, holdout, attacks=["loss"], reference_models=0, cache_dir=False,
+                             n_bootstrap=0, jobs=1)
+    assert report.model.rounding is None
+    assert report.what_if, "the what-if table was dropped"
+
+
+def test_a_black_box_that_rounds_is_detected_and_the_missing_table_is_explained() -> None:
+    import privaudit
+
+    model, train, holdout = _forest_case()
+
+    def served(X: Any) -> Any:  # a callable is a black box: it could round, and this one does
+        return np.round(model.predict_proba(X), 1)
+
+    report = privaudit.audit(served, train, holdout, attacks=["loss"], reference_models=0, cache_dir=False,
+                             n_bootstrap=0, jobs=1)
+    assert report.model.rounding == 1
+    assert not report.what_if
+    assert any("what-if" in w and "round" in w for w in report.warnings), report.warnings

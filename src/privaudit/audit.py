@@ -101,6 +101,15 @@ def _recipe(loaded: LoadedModel, trainer: str | None, train: Dataset, seed: int)
     return default_surrogate(target_fingerprint=target_fp, seed=seed)
 
 
+def _what_if_gap(mode: OutputMode) -> str:
+    """Why there is no what-if table: it starts from full probabilities, which a hardened target hides."""
+    why = {"label": "the target answers labels only",
+           "top_k": f"the target answers only its top-{mode.k} classes"}.get(
+        mode.kind, f"the target rounds its scores to {mode.rounding} decimals")
+    return (f"what-if table left out: {why}, so the full probabilities it starts from are not available; "
+            "audit the model before that hardening to see it")
+
+
 def _select(names: Sequence[str] | None, mode: OutputMode) -> list[str]:
     known = registry()
     if names is None:
@@ -193,7 +202,8 @@ def audit(
     classes = np.asarray(loaded.target.classes)
     y = np.concatenate([encode_labels(tr, classes), encode_labels(ho, classes)])
     data = AuditData(y, is_member, n_train)
-    mode = detect_output_mode(outputs, len(classes))
+    # Only a black box (an endpoint, a callable) can round; a local estimator is read as it is.
+    mode = detect_output_mode(outputs, len(classes), may_round=loaded.estimator is None)
     ui.info(f"Target output mode: {mode.kind}" + (f", rounded to {mode.rounding} decimals" if mode.rounding is not None else "")
             + (f", top-{mode.k}" if mode.k else ""))
     labels_pred = outputs.astype(np.int64) if outputs.ndim == 1 else np.argmax(np.nan_to_num(outputs, nan=-np.inf), axis=1)
@@ -341,6 +351,10 @@ def audit(
     elif what_if and whatif.applicable(ctx):
         what_if_rows = [whatif.audited_row(ctx, is_member, {r.name: r.scores for r in results}), *variant_rows]
         analysis.store_what_if(what_if_rows)
+    elif what_if:
+        gap = _what_if_gap(mode)
+        ui.warn(gap)
+        warnings_out.append(gap)
     inversion_section = attribute_section = None
     if inversion or sensitive:
         from privaudit.inversion_audit import (InversionSetup, inversion_what_if, run_attribute_section,
