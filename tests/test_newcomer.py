@@ -163,3 +163,66 @@ def test_a_black_box_that_rounds_is_detected_and_the_missing_table_is_explained(
     assert report.model.rounding == 1
     assert not report.what_if
     assert any("what-if" in w and "round" in w for w in report.warnings), report.warnings
+
+
+# --- 4. pipelines that encode text columns themselves ------------------------------------------------
+
+
+def _text_frames(tmp_path: Path) -> tuple[Path, Path, Any]:
+    import pandas as pd
+
+    rng = np.random.default_rng(0)
+    n = 400
+    df = pd.DataFrame({"age": rng.integers(20, 80, n).astype(float), "income": rng.normal(50, 15, n),
+                       "city": rng.choice(["Lyon", "Oslo", "Porto", "Riga"], n)})
+    df["label"] = ((df["age"] > 50) ^ (df["city"] == "Oslo")).astype(int)
+    df.iloc[:200].to_csv(tmp_path / "train.csv", index=False)
+    df.iloc[200:].to_csv(tmp_path / "holdout.csv", index=False)
+    return tmp_path / "train.csv", tmp_path / "holdout.csv", pd.read_csv(tmp_path / "train.csv")
+
+
+def _text_pipeline() -> Any:
+    from sklearn.compose import ColumnTransformer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import OneHotEncoder, StandardScaler
+
+    encode = ColumnTransformer([("city", OneHotEncoder(handle_unknown="ignore"), ["city"]),
+                                ("num", StandardScaler(), ["age", "income"])])
+    return make_pipeline(encode, LogisticRegression(max_iter=500))
+
+
+def test_a_pipeline_that_one_hot_encodes_text_is_audited_from_the_cli(run: Any, tmp_path: Path) -> None:
+    import joblib
+
+    train, holdout, df = _text_frames(tmp_path)
+    model = _text_pipeline().fit(df.drop(columns=["label"]), df["label"])
+    joblib.dump(model, tmp_path / "pipe.joblib")
+    out = tmp_path / "r.json"
+    r = run("audit", "--model", tmp_path / "pipe.joblib", "--allow-pickle", "--train", train, "--holdout", holdout,
+            "--label", "label", "--reference-models", "2", "--jobs", "1", "--no-cache", "--attacks", "loss,rmia_online",
+            "-o", out)
+    assert r.code in (0, 1), r.err
+    import json
+
+    report = json.loads(out.read_text())
+    expected = float(np.mean(model.predict(df.drop(columns=["label"])) == df["label"]))
+    assert abs(report["membership"]["train_accuracy"] - expected) < 1e-12  # the model saw the real city names
+    assert "Pipeline" in report["membership"]["reference_recipe"]
+    assert report["membership"]["reference_models_trained"] == 2
+
+
+def test_text_is_still_refused_for_a_model_that_needs_numbers(tmp_path: Path) -> None:
+    import privaudit
+    from privaudit.errors import DataError
+
+    train, holdout, df = _text_frames(tmp_path)
+    from sklearn.linear_model import LogisticRegression
+
+    numeric = LogisticRegression().fit(df[["age", "income"]].to_numpy(), df["label"])
+
+    def predict(X: Any) -> Any:
+        return numeric.predict_proba(np.asarray(X)[:, :2])
+
+    with pytest.raises(DataError, match="'city' has text .*the model needs numbers"):
+        privaudit.audit(predict, train, holdout, label="label", attacks=["loss"], reference_models=0, cache_dir=False)

@@ -30,6 +30,7 @@ from privaudit.report.schema import (FPR_KEYS, AttackReport, AttributeInferenceS
 from privaudit.rules import ControlsEvidence, Evidence, Policy, evaluate_all
 from privaudit.scoring import attack_report, best_attack, dp_claim
 from privaudit.splitcheck import check_split
+from privaudit.textcolumns import accepts_frames, encode_text, refuse_text
 from privaudit.threads import thread_map
 from privaudit.target import OutputMode, apply_output_mode, detect_output_mode, to_probabilities
 
@@ -86,7 +87,7 @@ def _allows_nan(estimator: Any) -> bool:
         return False
 
 
-def _recipe(loaded: LoadedModel, trainer: str | None, train: Dataset, seed: int) -> Recipe:
+def _recipe(loaded: LoadedModel, trainer: str | None, train: Dataset, seed: int, codec: Any = None) -> Recipe:
     target_fp = loaded.sha256 or loaded.path or type(loaded.target).__name__
     if loaded.estimator is not None and loaded.sha256 is None:
         import joblib
@@ -97,7 +98,7 @@ def _recipe(loaded: LoadedModel, trainer: str | None, train: Dataset, seed: int)
     if loaded.estimator is not None:
         names = getattr(loaded.estimator, "feature_names_in_", None)
         return recipe_from_estimator(loaded.estimator, target_fingerprint=target_fp,
-                                     feature_names=tuple(names) if names is not None else None)
+                                     feature_names=tuple(names) if names is not None else None, frame=codec)
     return default_surrogate(target_fingerprint=target_fp, seed=seed)
 
 
@@ -170,9 +171,16 @@ def audit(
     if not 0 < delta < 1:
         raise ConfigError(f"--delta {delta}: must be between 0 and 1")
     # The data first: its errors are found in seconds, while a model may take long to load.
-    tr, ho = load_data(train, label=label, name="train"), load_data(holdout, label=label, name="holdout")
+    tr = load_data(train, label=label, name="train", allow_text=True)
+    ho = load_data(holdout, label=label, name="holdout", allow_text=True)
     check_same_columns(tr, ho)
     loaded = _load(model, LoadOptions(allow_pickle=allow_pickle, trust=tuple(trust), http=dict(http or {})))
+    codec = None
+    if tr.text or ho.text:  # only a model that encodes text itself (a Pipeline, named columns) takes it
+        if not (accepts_frames(loaded.estimator) and hasattr(loaded.target, "use_codec")):
+            refuse_text(tr, ho)
+        tr, ho, codec = encode_text(tr, ho)
+        loaded.target.use_codec(codec)  # type: ignore[attr-defined]
     est = loaded.estimator
     if est is not None:
         names = getattr(est, "feature_names_in_", None)
@@ -229,7 +237,7 @@ def audit(
     refs: ReferenceScores | None = None
     recipe_desc = None
     if any(s.needs_reference for s in runnable):
-        recipe = _recipe(loaded, trainer, tr, seed)
+        recipe = _recipe(loaded, trainer, tr, seed, codec)
         recipe_desc = recipe.description
         ui.info(f"Reference models: {reference_models} ({recipe.description})")
         # The pool is both files, row for row (their hashes already cover every value), with the label
