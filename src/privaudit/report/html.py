@@ -172,7 +172,7 @@ def _roc_plot(attacks: list[AttackReport], best: str | None, n_nonmembers: int, 
 
     # Fixed margins: constrained layout would triple the drawing time.
     fig = _new_figure(7.0, 4.6, constrained=False)
-    fig.subplots_adjust(left=0.1, right=0.7, bottom=0.12, top=0.93)
+    fig.subplots_adjust(left=0.1, right=0.63, bottom=0.12, top=0.93)
     ax = fig.add_subplot()
     ax.set_xscale("log")
     ax.set_yscale("log")
