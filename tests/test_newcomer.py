@@ -226,3 +226,40 @@ def test_text_is_still_refused_for_a_model_that_needs_numbers(tmp_path: Path) ->
 
     with pytest.raises(DataError, match="'city' has text .*the model needs numbers"):
         privaudit.audit(predict, train, holdout, label="label", attacks=["loss"], reference_models=0, cache_dir=False)
+
+
+# --- 10. docs that can work ------------------------------------------------------------------------
+
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_ci_docs_install_from_the_repository_at_a_pinned_commit() -> None:
+    import re
+
+    text = (ROOT / "docs" / "ci.md").read_text(encoding="utf-8")
+    installs = re.findall(r"pip install[^\n]*", text)
+    assert installs
+    for line in installs:  # no package named privaudit is published; every install names the repository
+        assert not re.search(r"pip install\s+['\"]?privaudit(\[[^\]]*\])?['\"]?\s*$", line), line
+    assert re.search(r"git\+https://\S+/privaudit@", text), "no install line from the repository"
+    assert "pin" in text.lower() and "git rev-parse HEAD" in text
+
+
+def test_sarif_names_no_home_page_that_does_not_exist() -> None:
+    import json
+
+    import privaudit
+    from privaudit.report import render
+
+    model, train, holdout = _forest_case()
+    report = privaudit.audit(model, train, holdout, attacks=["loss"], reference_models=0, cache_dir=False,
+                             n_bootstrap=0, jobs=1)
+    driver = json.loads(render(report, "r.sarif"))["runs"][0]["tool"]["driver"]
+    # privaudit is not published on PyPI and has no web home yet; SARIF makes informationUri optional.
+    assert "informationUri" not in driver, driver.get("informationUri")
+
+
+def test_readme_says_how_to_get_a_cpu_only_torch() -> None:
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert "--index-url https://download.pytorch.org/whl/cpu" in text

@@ -21,7 +21,6 @@ from privaudit.report.schema import Report
 
 SARIF_SCHEMA = "https://json.schemastore.org/sarif-2.1.0.json"
 SARIF_VERSION = "2.1.0"
-INFORMATION_URI = "https://pypi.org/project/privaudit/"
 FINGERPRINT_KEY = "privauditFindingId/v1"
 MAX_TAGS = 10
 DEFAULT_LOCATION = "README.md"  # used only when the model is not a local file and no sarif_location was given
@@ -181,7 +180,7 @@ def to_sarif(report: Report, options: WriteOptions | None = None) -> dict[str, A
     model_name = report.model_name or "model"
     run: dict[str, Any] = {
         "tool": {"driver": {"name": "privaudit", "version": version, "semanticVersion": version,
-                            "informationUri": INFORMATION_URI, "rules": descriptors}},
+                            "rules": descriptors}},  # no informationUri: privaudit has no published home page yet
         "automationDetails": {"id": f"privaudit/{model_name}/"},
         "invocations": [{"executionSuccessful": True}],
         "results": results,
