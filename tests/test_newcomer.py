@@ -263,3 +263,16 @@ def test_sarif_names_no_home_page_that_does_not_exist() -> None:
 def test_readme_says_how_to_get_a_cpu_only_torch() -> None:
     text = (ROOT / "README.md").read_text(encoding="utf-8")
     assert "--index-url https://download.pytorch.org/whl/cpu" in text
+
+
+def test_a_text_pipeline_through_the_api_with_dataframes(tmp_path: Path) -> None:
+    import pandas as pd
+
+    import privaudit
+
+    train, holdout, df = _text_frames(tmp_path)
+    model = _text_pipeline().fit(df.drop(columns=["label"]), df["label"])
+    report = privaudit.audit(model, pd.read_csv(train), pd.read_csv(holdout), label="label", attacks=["loss"],
+                             reference_models=0, cache_dir=False, n_bootstrap=0, jobs=1)
+    expected = float(np.mean(model.predict(df.drop(columns=["label"])) == df["label"]))
+    assert abs(report.membership.train_accuracy - expected) < 1e-12

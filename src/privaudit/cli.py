@@ -56,15 +56,18 @@ def demo(
     from privaudit.rules import Policy
 
     outputs = list(output)
+    skipped = None
     if outputs:
         _check_outputs(outputs)
     else:
         try:
             _check_outputs([Path(DEMO_HTML)])
             outputs = [Path(DEMO_HTML)]
-        except ConfigError:  # the HTML writer is optional; the demo still runs without it
-            pass
+        except ConfigError as exc:  # the demo still runs; it says why there is no HTML page
+            skipped = str(exc)
     console = Console()
+    if skipped:
+        console.print(f"[dim]no HTML report: {escape(skipped)}[/dim]", highlight=False)
     split = datasets.breast_cancer(seed=0)
     model = datasets.overfit_model(seed=0)
     console.print("Training an overfit MLP on half of the breast-cancer data (the other half is held out)...")
