@@ -177,7 +177,7 @@ def load_settings(policy_file: Path | None = None, *, cwd: Path | None = None, f
     parsed = read_policy_file(source) if source is not None else PolicyFile()
     values: dict[str, Any] = {k: getattr(parsed, k) for k in THRESHOLD_KEYS if getattr(parsed, k) is not None}
     values["data_sensitivity"] = data_sensitivity or parsed.data_sensitivity or Policy().data_sensitivity
-    label = display_path(source) if source is not None else "policy"
+    label = str(source) if source is not None else "policy"
     if not 0.5 <= values.get("confidence", 0.95) < 1:
         raise ConfigError(f"{label}: key 'confidence' must be at least 0.5 and below 1, got {values['confidence']}")
     if not 0 < values.get("min_resolved_fpr", 0.01) <= 1:
