@@ -13,8 +13,9 @@ SUMMARY_CHARS = 140
 MAX_WARNINGS = 3
 
 
-# Underscores inside a word (rmia_online) never start emphasis, so only those at a word's edge are escaped.
-_MARKDOWN_SPECIAL = re.compile(r"([\\`*{}\[\]()#+!|~]|(?<!\w)_|_(?!\w))")
+# Underscores inside a word (rmia_online) never start emphasis, so only those at a word's edge are escaped;
+# with [ and ] escaped no link or image can form, so parentheses and ! stay as written.
+_MARKDOWN_SPECIAL = re.compile(r"([\\`*{}\[\]#|~]|(?<!\w)_|_(?!\w))")
 
 
 def _text(text: object) -> str:
