@@ -49,8 +49,11 @@ def test_selection_mask_is_stratified_and_seeded() -> None:
     assert (a == b).all() and int((a & m).sum()) == 6 and int((a & ~m).sum()) == 4
 
 
-def test_holdout_needed() -> None:
-    assert verdict.holdout_needed(0.01) == 200 and verdict.holdout_needed(0.001) == 2000
+def test_a_pass_needs_a_sample_that_could_have_seen_a_strong_leak() -> None:
+    # At 1 % FPR on 250 records a side, a leak of 10x the FPR is provable; on 142 it is not (13x is needed).
+    assert verdict.detectable_ratio(0.01, 250, 250) <= verdict.RESOLUTION < verdict.detectable_ratio(0.01, 142, 142)
+    assert verdict.detectable_ratio(0.001, 900, 900) == float("inf")  # not one false positive allowed
+    assert verdict.holdout_needed(0.01) == 500 and verdict.holdout_needed(0.001) == 4700
 
 
 # --- the test ------------------------------------------------------------------------------------------------
@@ -81,7 +84,7 @@ def test_margin_and_confidence_come_from_the_caller() -> None:
     scores, m = _scores(1000, 1.5, seed=1)
     loose = verdict.held_out_test(scores, m, delta=1e-5, seed=0)
     strict = verdict.held_out_test(scores, m, delta=1e-5, seed=0, margin=loose.ratio_lower + 1)
-    assert strict.status == "no_leak" and strict.attack == loose.attack
+    assert strict.status != "leak" and strict.attack == loose.attack
     assert verdict.held_out_test(scores, m, delta=1e-5, seed=0, confidence=0.999).tpr_lower < loose.tpr_lower
 
 
@@ -89,10 +92,10 @@ def test_small_samples_are_unresolved_not_passed() -> None:
     # 150 non-members a side: 1 % FPR needs 100 per half, so nothing is resolvable below 10 %.
     scores, m = _scores(150, 0.0, seed=0)
     t = verdict.held_out_test(scores, m, delta=1e-5, seed=0)
-    assert t.resolved_fprs == (0.1,) and t.status == "unresolved" and t.holdout_needed == 200
+    assert t.resolved_fprs == (0.1,) and t.status == "unresolved" and t.holdout_needed == 500
     tiny, mt = _scores(8, 0.0, seed=0)
     u = verdict.held_out_test(tiny, mt, delta=1e-5, seed=0)
-    assert u.status == "unresolved" and u.attack is None and u.holdout_needed == 200
+    assert u.status == "unresolved" and u.attack is None and u.holdout_needed == 500
 
 
 def test_a_strong_leak_fails_even_on_a_small_sample() -> None:
