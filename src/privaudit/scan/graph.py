@@ -150,7 +150,8 @@ def _rest_path(ix: Index, dep: Deployment, integ: Resource, api: Resource, stage
         if any(ix.refers(s.get("api"), api) and _matches_stage(ix, s.get("stage"), stage) for s in plan.props["stages"]):
             path.plans.append(plan)
             path.plan_keys += ix.referring("usage_plan_key", "plan", plan)
-    for assoc in ix.referring("waf_association", "resource", stage) + ix.referring("waf_association", "resource", api):
+    assocs = ix.referring("waf_association", "resource", stage) + ix.referring("waf_association", "resource", api)
+    for assoc in [a for i, a in enumerate(assocs) if all(a is not b for b in assocs[:i])]:
         target = assoc.props.get("resource")
         on_stage = ix.refers(target, stage)
         if not on_stage and ix.refers(target, api):
