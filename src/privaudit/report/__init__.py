@@ -14,7 +14,7 @@ from typing import Any, Callable
 from privaudit.errors import ConfigError
 from privaudit.report.schema import Report
 
-WRITER_MODULES = ("json", "sarif", "html", "markdown", "junit")
+WRITER_MODULES = ("json", "sarif", "html", "markdown", "junit", "scan_html", "scan_markdown")
 
 
 @dataclass(frozen=True)
@@ -26,8 +26,9 @@ class WriteOptions:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-Writer = Callable[[Report, WriteOptions], str]
+Writer = Callable[[Any, WriteOptions], str]
 _WRITERS: dict[str, tuple[str, Writer]] = {}
+_SCAN_WRITERS: dict[str, tuple[str, Writer]] = {}  # writers of a ScanReport (privaudit scan)
 
 
 def register_writer(name: str, *suffixes: str) -> Callable[[Writer], Writer]:
@@ -39,35 +40,52 @@ def register_writer(name: str, *suffixes: str) -> Callable[[Writer], Writer]:
     return deco
 
 
-def writers() -> dict[str, tuple[str, Writer]]:
+def register_scan_writer(name: str, *suffixes: str) -> Callable[[Writer], Writer]:
+    """Register a writer of :class:`~privaudit.report.scan_schema.ScanReport` for ``suffixes``."""
+    def deco(fn: Writer) -> Writer:
+        for suffix in suffixes:
+            _SCAN_WRITERS[suffix.lower()] = (name, fn)
+        return fn
+
+    return deco
+
+
+def report_kind(report: Any) -> str:
+    """"scan" for a ScanReport, "audit" for a Report."""
+    return str(getattr(report, "report_kind", "audit"))
+
+
+def writers(kind: str = "audit") -> dict[str, tuple[str, Writer]]:
     for module in WRITER_MODULES:
         try:
             importlib.import_module(f"{__name__}.{module}")
         except ModuleNotFoundError as exc:  # a writer module not written yet must not break the others
             if exc.name != f"{__name__}.{module}":
                 raise
-    return dict(_WRITERS)
+    return dict(_SCAN_WRITERS if kind == "scan" else _WRITERS)
 
 
-def writer_for(path: str) -> tuple[str, Writer]:
+def writer_for(path: str, kind: str = "audit") -> tuple[str, Writer]:
     lower = str(path).lower()
-    matches = [s for s in writers() if lower.endswith(s)]
+    known = writers(kind)
+    matches = [s for s in known if lower.endswith(s)]
     if not matches:
-        raise ConfigError(f"-o {path}: unknown report format; use one of {', '.join(sorted(writers()))}")
-    return _WRITERS[max(matches, key=len)]
+        raise ConfigError(f"-o {path}: unknown report format; use one of {', '.join(sorted(known))}")
+    return known[max(matches, key=len)]
 
 
-def render(report: Report, path: str, options: WriteOptions | None = None) -> str:
-    """The text a writer produces for ``path``'s format."""
-    _name, fn = writer_for(path)
+def render(report: Any, path: str, options: WriteOptions | None = None) -> str:
+    """The text a writer produces for ``path``'s format (an audit Report or a ScanReport)."""
+    _name, fn = writer_for(path, report_kind(report))
     return fn(report, options or WriteOptions())
 
 
-def write_report(report: Report, path: str, options: WriteOptions | None = None) -> None:
+def write_report(report: Any, path: str, options: WriteOptions | None = None) -> None:
     """Render and write atomically: a failure leaves any existing file untouched."""
     from privaudit.fileio import atomic_write_text
 
     atomic_write_text(path, render(report, path, options))
 
 
-__all__ = ["Report", "WriteOptions", "register_writer", "render", "write_report", "writer_for", "writers"]
+__all__ = ["Report", "WriteOptions", "register_scan_writer", "register_writer", "render", "report_kind", "write_report",
+           "writer_for", "writers"]
