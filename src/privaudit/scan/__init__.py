@@ -29,6 +29,7 @@ class AwsOptions:
     endpoint_url: str | None = None
     max_workers: int = 8
     show_progress: bool = False
+    session: Any = None  # a boto3 Session to use instead of one made from ``profile`` (tests, embedding)
 
 
 @dataclass(frozen=True)
@@ -98,7 +99,12 @@ def scan(config: ScanConfig) -> Any:
         warnings += live.warnings
     store = ReportStore(config.reports_dir)
     warnings += store.warnings
-    deployments = graph.build(resources)
+    # Live resources are linked region by region (names repeat across regions); files all together.
+    groups: dict[str | None, list[Any]] = {}
+    for r in resources:
+        groups.setdefault(r.region if r.arn else None, []).append(r)
+    deployments = [d for _region, group in sorted(groups.items(), key=lambda kv: kv[0] or "") for d in graph.build(group)]
+    graph.unique_names(deployments)
     deps_out, findings = [], []
     for dep in deployments:
         region = dep.endpoint.region

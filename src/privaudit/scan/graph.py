@@ -219,7 +219,6 @@ def build(resources: list[Resource]) -> list[Deployment]:
                 dep.add(guard, guard, ep, "fronts")
                 dep.paths.append(AccessPath(kind="guard", entry=guard))
         deployments.append(dep)
-    _unique_names(deployments)
     return deployments
 
 
@@ -231,7 +230,7 @@ def _guards(guard: Resource, ep: Resource) -> bool:
     return bool(host and host[0] in names) or any(s in names or s.split(":")[0] in names for s in segments)
 
 
-def _unique_names(deployments: list[Deployment]) -> None:
+def unique_names(deployments: list[Deployment]) -> None:
     """Two deployments with one name (regions, namespaces, stacks) get a qualifier, so ids stay distinct."""
     count: dict[str, int] = defaultdict(int)
     for d in deployments:
