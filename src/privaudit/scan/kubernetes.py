@@ -63,7 +63,8 @@ def _line_of(text: str, name: str, kind: str) -> int | None:
     lines = text.splitlines()
     kinds = [i for i, ln in enumerate(lines) if re.match(rf"^kind:\s*{kind}\s*$", ln)]
     for i in kinds:
-        for j in range(i, min(len(lines), i + 40)):
+        end = next((j for j in range(i + 1, len(lines)) if lines[j].startswith("---")), len(lines))
+        for j in range(i, end):
             if re.match(rf"^\s+name:\s*['\"]?{re.escape(name)}['\"]?\s*$", lines[j]):
                 return i + 1
     return kinds[0] + 1 if kinds else None
