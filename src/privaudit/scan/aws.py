@@ -2,7 +2,7 @@
 
 Each region yields canonical resources (the same kinds and props as Terraform, via
 :func:`terraform_resource`), with ARNs as their location. Throttling is retried by botocore's
-adaptive retry mode; a call refused for lack of permission is recorded (operation -> IAM action)
+standard retry mode (exponential backoff with jitter); a call refused for lack of permission is recorded (operation -> IAM action)
 so every check it feeds becomes UNKNOWN naming the permission, and the scan goes on.
 """
 
@@ -260,7 +260,7 @@ def read_account(opts: Any, session: Any = None) -> LiveResult:
     except ProfileNotFound:
         raise ConfigError(f"--aws-profile {opts.profile}: no such profile in the AWS config files") from None
     regions = list(opts.regions) or [session.region_name or "us-east-1"]
-    config = Config(retries={"mode": "adaptive", "max_attempts": MAX_ATTEMPTS}, max_pool_connections=max(10, opts.max_workers * 2),
+    config = Config(retries={"mode": "standard", "max_attempts": MAX_ATTEMPTS}, max_pool_connections=max(10, opts.max_workers * 2),
                     connect_timeout=10, read_timeout=60)
     result = LiveResult()
     progress = None
