@@ -55,6 +55,10 @@ def test_writers_and_gate(iac: Path, run: Any) -> None:
     assert "infra/sagemaker.tf" in related
     assert "mitre-atlas/AML.T0024.000" in run0["tool"]["driver"]["rules"][0]["properties"]["tags"]
     assert res["properties"]["failingChecks"][:1] == ["query_limits"]
+    from sarif_pydantic import Sarif
+
+    log = Sarif.model_validate_json(Path("s.sarif").read_text())
+    assert len(log.runs[0].results or []) == sum(f["status"] == "fail" for f in data["findings"])
     html = Path("s.html").read_text()
     assert html.count('<section class="card') == 9 and html.count("<svg") == 9 and "per-ip" in html
     assert "| `fraud` | ATLAS-EXF-003 | fail | high |" in Path("s.md").read_text()

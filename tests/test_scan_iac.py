@@ -239,3 +239,15 @@ def test_bad_input_is_one_line_error(tmp_path: Path) -> None:
     (tmp_path / "t.yaml").write_text("Resources:\n  X: [1\n")
     with pytest.raises(ConfigError, match=r"t.yaml: not valid YAML at line"):
         _scan(tmp_path)
+
+
+def test_core_install_stays_light() -> None:
+    """The scan extra's libraries load only when a scan reads Terraform or AWS."""
+    import subprocess
+    import sys
+
+    code = ("import sys, privaudit.cli, privaudit.scan, privaudit.scan.loader, privaudit.scan.aws, privaudit.report; "
+            "privaudit.report.writers('scan'); print(sorted(m for m in ('hcl2', 'boto3', 'botocore', 'lark') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         env={**__import__("os").environ, "PYTHONPATH": str(Path(__file__).parents[1] / "src")})
+    assert out.stdout.strip() == "[]"

@@ -226,7 +226,7 @@ def _lambdas(r: _Region) -> None:
         url = r.call("GetFunctionUrlConfig", lam.get_function_url_config, FunctionName=fn["FunctionName"])
         if url:
             r.add("aws_lambda_function_url", fn["FunctionName"], {"function_name": res.arn,
-                  "authorization_type": url.get("AuthType")}, url.get("FunctionUrl") or res.arn + "/url")
+                  "authorization_type": url.get("AuthType")}, url.get("FunctionUrl") or f"{fn['FunctionArn']}/url")
 
 
 READERS: tuple[tuple[str, Callable[..., None]], ...] = (

@@ -13,7 +13,7 @@ from privaudit.scan.model import Resource, as_bool, as_number, blocks, first, li
 Props = dict[str, Any]
 
 
-def _throttle(block: Any, rate_key: str = "rate_limit", burst_key: str = "burst_limit") -> dict[str, float] | None:
+def _throttle(block: Any, rate_key: str = "rate_limit", burst_key: str = "burst_limit") -> dict[str, float | None] | None:
     b = first(block)
     if not isinstance(b, dict):
         return None

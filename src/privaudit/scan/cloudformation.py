@@ -121,7 +121,7 @@ def _fix_waf(attrs: dict[str, Any]) -> None:
 
 
 def _to_terraform_shape(cfn_type: str, props: dict[str, Any]) -> dict[str, Any]:
-    attrs = _snake_keys(resolve_intrinsics(props))
+    attrs: dict[str, Any] = dict(_snake_keys(resolve_intrinsics(props)))
     for old, new in _RENAMES.get(cfn_type, {}).items():
         if old in attrs:
             attrs[new] = attrs.pop(old)

@@ -27,7 +27,11 @@ def _headers(text: str) -> list[tuple[str, str, int, int]]:
 
 
 def parse_tf_text(text: str, label: str) -> list[Resource]:
-    import hcl2
+    try:
+        import hcl2
+    except ModuleNotFoundError as exc:
+        raise ConfigError(f"{label}: reading Terraform needs python-hcl2 (missing module '{exc.name}'): "
+                          "pip install 'privaudit[scan]'") from None
 
     try:
         data = hcl2.loads(text, serialization_options=hcl2.SerializationOptions(with_comments=False, strip_string_quotes=True))
