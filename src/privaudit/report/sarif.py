@@ -84,7 +84,8 @@ def _tags(technique: str, mappings: dict[str, list[str]]) -> list[str]:
 def _rule_finding(report: Any, rule_id: str) -> Finding | None:
     """The finding that sets a rule's severity: the worst failed one, else any one for the rule.
     ``report`` is anything with ``findings`` (or the findings themselves)."""
-    mine = [f for f in getattr(report, "findings", report) if f.rule_id == rule_id]
+    items: Sequence[Finding] = getattr(report, "findings", report)
+    mine = [f for f in items if f.rule_id == rule_id]
     failed = [f for f in mine if f.status == "fail"]
     if failed:
         return max(failed, key=lambda f: f.severity.rank)
