@@ -33,8 +33,12 @@ def parse_tf_text(text: str, label: str) -> list[Resource]:
         raise ConfigError(f"{label}: reading Terraform needs python-hcl2 (missing module '{exc.name}'): "
                           "pip install 'privaudit[scan]'") from None
 
+    from hcl2 import api
+
     try:
-        data = hcl2.loads(text, serialization_options=hcl2.SerializationOptions(with_comments=False, strip_string_quotes=True))
+        # Comments are read from the text (skip markers), so the parser may drop them: that is faster.
+        tree = api.parses(text, discard_comments=True)
+        data = api.serialize(tree, serialization_options=hcl2.SerializationOptions(with_comments=False, strip_string_quotes=True))
     except Exception as exc:  # lark raises many types; the message names the position
         first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ConfigError(f"{label}: not valid Terraform (HCL2): {first_line}") from None
