@@ -6,7 +6,7 @@ from collections import defaultdict, deque
 from html import escape
 from typing import Any
 
-BOX_W, BOX_H, GAP_X, GAP_Y, PAD = 190, 34, 60, 14, 10
+BOX_W, BOX_H, GAP_X, GAP_Y, PAD = 170, 30, 28, 10, 8
 COLOURS = {"sagemaker_endpoint": "#1f6feb", "kserve": "#1f6feb", "seldon": "#1f6feb", "vertex_endpoint": "#1f6feb",
            "azure_online_endpoint": "#1f6feb", "waf_acl": "#bf8700", "usage_plan": "#1a7f37", "guard": "#1a7f37",
            "lambda_url": "#cf222e", "http_api": "#cf222e"}
@@ -61,7 +61,7 @@ def svg(dep: Any) -> str:
     for addr, (x, y) in pos.items():
         colour = COLOURS.get(kinds.get(addr, ""), "#57606a")
         label = f"{kinds.get(addr, '')}: {names.get(addr, addr)}"
-        short = label if len(label) <= 30 else label[:29] + "\u2026"
+        short = label if len(label) <= 27 else label[:26] + "\u2026"
         parts.append(f'<g><title>{escape(addr)}</title><rect x="{x}" y="{y}" width="{BOX_W}" height="{BOX_H}" rx="5" '
                      f'fill="white" stroke="{colour}" stroke-width="2"/><text x="{x + 8}" y="{y + BOX_H / 2 + 4}" '
                      f'fill="#24292f">{escape(short)}</text></g>')
