@@ -144,3 +144,21 @@ def test_throttling_is_retried(account: str) -> None:
     session.events.register("before-send.sagemaker.ListEndpoints", throttle)
     report = _live(account, session=session)
     assert left[0] == 0 and {"cap-on", "cap-off", "plan-nokey", "throttled"} <= {d.name for d in report.deployments}
+
+
+def test_denied_listing_is_never_an_empty_pass(account: str) -> None:
+    """With ListEndpoints denied (same before-call hook) the account's endpoints are unknown: the scan
+    says so with exit code 3 rather than reporting zero findings."""
+    from botocore.exceptions import ClientError
+
+    from privaudit.errors import NothingAuditable
+
+    session = m.session(REGION)
+
+    def deny(**kwargs: Any) -> None:
+        raise ClientError({"Error": {"Code": "AccessDeniedException", "Message": "denied"}}, "ListEndpoints")
+
+    session.events.register("before-call.sagemaker.ListEndpoints", deny)
+    with pytest.raises(NothingAuditable, match="sagemaker:ListEndpoints was denied in us-east-1") as exc:
+        _live(account, session=session)
+    assert exc.value.exit_code == 3

@@ -133,6 +133,12 @@ def scan(config: ScanConfig) -> Any:
                                   paths=[str(p) for p in config.paths], aws_regions=regions, files_read=files,
                                   resources_read=len(resources), seconds=round(time.perf_counter() - start, 3)),
         deployments=deps_out, findings=findings, warnings=warnings)
+    unlisted = sorted(region for region, ops in denied.items() if "ListEndpoints" in ops)
+    if unlisted and not deployments:
+        from privaudit.errors import NothingAuditable
+
+        raise NothingAuditable(f"--aws: sagemaker:ListEndpoints was denied in {', '.join(unlisted)} and no deployment "
+                               "was found elsewhere; grant the read-only policy in docs/scan.md")
     inline = inline_suppressions(deployments, list(rules()))
     return apply_suppressions(report, inline) if inline else report
 

@@ -51,11 +51,16 @@ class ReportStore:
             base = Path(dep.endpoint.file).parent if dep.endpoint.file else Path(".")
             candidate = base / tag
             if candidate.is_file():
-                from privaudit.baseline import load_baseline
+                from privaudit.report.schema import Report
 
-                return load_baseline(candidate), str(candidate), None
+                try:
+                    return Report.model_validate_json(candidate.read_text(encoding="utf-8")), str(candidate), None
+                except (OSError, UnicodeDecodeError, ValueError):
+                    return None, None, (f"{dep.name} is tagged {REPORT_TAGS[0]}={tag}, but {candidate} is not a readable "
+                                        "privaudit audit report")
             return None, None, f"{dep.name} is tagged {REPORT_TAGS[0]}={tag}, but no such report was found"
-        name = dep.tag("privaudit:model", "privaudit.io/model") or dep.name
+        # the endpoint's own name: a deployment renamed "name@region" is still the model "name"
+        name = dep.tag("privaudit:model", "privaudit.io/model") or dep.endpoint.name
         if name in self.by_name:
             return self.by_name[name][0], self.by_name[name][1], None
         return None, None, None
