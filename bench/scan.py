@@ -162,18 +162,30 @@ def _counts(report: Any) -> dict[str, Any]:
             "per_ip_pitfall": pitfall}
 
 
+def _cpu() -> float:
+    """CPU seconds used by this process and its finished children (the parse processes): unlike wall
+    time, it does not grow when other work shares the cores."""
+    import resource
+
+    me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
+
+
 def bench_terraform(sizes: list[int]) -> list[dict[str, Any]]:
     rows = []
     for size in sizes:
         with tempfile.TemporaryDirectory() as tmp:
             resources, deps = generate(Path(tmp), size)
             for jobs in (1, 2):
+                cpu0 = _cpu()
                 start = time.perf_counter()
                 report = scan(ScanConfig(paths=(Path(tmp),), jobs=jobs))
                 seconds = time.perf_counter() - start
+                cpu = _cpu() - cpu0
                 rows.append({"what": f"Terraform, {resources:,} resources ({deps:,} deployments)", "jobs": jobs,
-                             "seconds": seconds, "resources_read": report.provenance.resources_read, **_counts(report)})
-                print(rows[-1]["what"], f"jobs={jobs}", f"{seconds:.2f}s", flush=True)
+                             "seconds": seconds, "cpu": cpu, "resources_read": report.provenance.resources_read,
+                             **_counts(report)})
+                print(rows[-1]["what"], f"jobs={jobs}", f"{seconds:.2f}s wall, {cpu:.2f}s CPU", flush=True)
     return rows
 
 
@@ -207,6 +219,7 @@ def bench_aws(endpoints: int, regions: tuple[str, ...], seed: int = SEED) -> dic
         start = time.perf_counter()
         report = scan(ScanConfig(aws=AwsOptions(regions=regions, endpoint_url=url, session=sess)))
         seconds = time.perf_counter() - start
+        # the in-process moto server's CPU counts here too, so no CPU column for this row
     finally:
         server.stop()
     print(f"moto {endpoints} endpoints in {len(regions)} regions: {seconds:.2f}s (populate {populate:.1f}s)", flush=True)
@@ -234,13 +247,16 @@ def main() -> None:
     lines = header("privaudit scan: speed and findings", [SEED], started, wall, extra_libs=("hcl2", "boto3", "moto"), load=load)
     big = [r for r in rows if r["resources_read"] >= 10000 and r["jobs"] == 2]
     lines += ["## Time", ""]
-    lines += table(["Input", "Parse processes", "Resources kept", "Deployments", "Scan time (s)"],
-                   [[r["what"], r["jobs"], f"{r['resources_read']:,}", r["deployments"], f"{r['seconds']:.2f}"] for r in rows]
-                   + [[aws["what"], aws["jobs"], f"{aws['resources_read']:,}", aws["deployments"], f"{aws['seconds']:.2f}"]])
+    lines += table(["Input", "Parse processes", "Resources kept", "Deployments", "Wall time (s)", "CPU time (s)"],
+                   [[r["what"], r["jobs"], f"{r['resources_read']:,}", r["deployments"], f"{r['seconds']:.2f}",
+                     f"{r['cpu']:.2f}"] for r in rows]
+                   + [[aws["what"], aws["jobs"], f"{aws['resources_read']:,}", aws["deployments"], f"{aws['seconds']:.2f}", "-"]])
     if big:
         verdict = "met" if big[0]["seconds"] < GOAL_SECONDS else "NOT met"
-        lines += [f"Goal, 10,000 resources in under {GOAL_SECONDS:.0f} s on 2 cores: **{verdict}** "
-                  f"({big[0]['seconds']:.2f} s with 2 parse processes).", ""]
+        lines += [f"Goal, 10,000 resources in under {GOAL_SECONDS:.0f} s on 2 cores: **{verdict}** on this run "
+                  f"({big[0]['seconds']:.2f} s wall with 2 parse processes, {big[0]['cpu']:.2f} CPU seconds, at the "
+                  "load average above). CPU time is what the scan itself costs; wall time also includes waiting for "
+                  "the cores other work holds.", ""]
     lines += [f"Filling the moto server took {aws['populate']:.1f} s (not counted). \"Resources kept\" counts the "
               "resources the scan models (it ignores types such as aws_kms_key).", "", "## Findings", ""]
     lines += table(["Input", "Findings", "fail", "unknown", "pass", "per-IP WAF pitfall (EXF-003)", "FAIL checks (both rules)"],
