@@ -162,3 +162,23 @@ def test_denied_listing_is_never_an_empty_pass(account: str) -> None:
     with pytest.raises(NothingAuditable, match="sagemaker:ListEndpoints was denied in us-east-1") as exc:
         _live(account, session=session)
     assert exc.value.exit_code == 3
+
+
+def test_cli_live_scan_points_sarif_at_arns(account: str, run: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                            plain_terminal: None) -> None:
+    import json
+
+    monkeypatch.chdir(tmp_path)
+    for key, value in m.ACCOUNT_KEYS.items():
+        monkeypatch.setenv(key.upper(), value)
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
+    r = run("scan", "--aws", "--aws-region", REGION, "--aws-endpoint-url", account, "-o", "live.sarif", "-o", "live.json")
+    assert r.code == 1 and "ATLAS-EXF-001/cap-off (high)" in r.out
+    sarif = json.loads((tmp_path / "live.sarif").read_text())
+    res = next(x for x in sarif["runs"][0]["results"] if x["properties"]["findingId"] == "ATLAS-EXF-003/cap-off")
+    first = res["locations"][0]
+    assert first["physicalLocation"]["artifactLocation"]["uri"] == "README.md"  # GitHub needs a file; no policy file here
+    assert first["logicalLocations"][0]["fullyQualifiedName"].startswith("arn:aws:wafv2:us-east-1:")
+    deps = json.loads((tmp_path / "live.json").read_text())["deployments"]
+    assert {d["arn"] for d in deps} >= {"arn:aws:sagemaker:us-east-1:123456789012:endpoint/cap-off"}
