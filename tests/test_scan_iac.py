@@ -251,3 +251,33 @@ def test_core_install_stays_light() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          env={**__import__("os").environ, "PYTHONPATH": str(Path(__file__).parents[1] / "src")})
     assert out.stdout.strip() == "[]"
+
+
+def test_only_modelled_resource_blocks_are_parsed() -> None:
+    """The block splitter hands hcl2 only the resource types the scan models; braces inside strings,
+    templates, heredocs and comments do not confuse it, and an odd file is parsed whole."""
+    from privaudit.scan.hclblocks import resource_type, top_level_blocks
+    from privaudit.scan.terraform import parse_tf_text
+
+    text = (FIXTURES / "terraform" / "sagemaker.tf").read_text() + '''
+variable "x" {
+  default = "a}b${var.y["k"]}"
+}
+resource "aws_s3_bucket" "b" {
+  policy = <<EOT
+{ "Statement": "}" }
+EOT
+}
+/* a comment with } */
+resource "aws_sagemaker_endpoint" "extra" {
+  name = "$${not_a_reference}"
+}
+'''
+    blocks = top_level_blocks(text)
+    assert blocks is not None
+    types = [resource_type(text[a:b]) for a, b in blocks]
+    assert types.count("aws_sagemaker_endpoint") == 7 and "aws_s3_bucket" in types and None in types
+    names = {r.name for r in parse_tf_text(text, "x.tf")}
+    assert {"extra", "orphan"} <= names
+    assert top_level_blocks(text + "\nresource \"a\" \"b\" {\n") is None  # unbalanced: parse it whole
+    assert parse_tf_text('resource "aws_s3_bucket" "only" {\n  bucket = "x"\n}\n', "s3.tf") == []

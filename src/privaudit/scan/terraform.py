@@ -1,6 +1,7 @@
 """Terraform: ``.tf`` files (python-hcl2) and ``terraform show -json`` plan files.
 
-hcl2 does not report line numbers, so each ``resource "TYPE" "NAME"`` header is found in the text;
+Only top-level blocks of the resource types the scan models are parsed (see hclblocks); hcl2 does
+not report line numbers, so each ``resource "TYPE" "NAME"`` header is found in the text;
 ``# privaudit:skip=CHECK reason`` comments between that header and the next one belong to it.
 """
 
@@ -12,9 +13,11 @@ from pathlib import Path
 from typing import Any
 
 from privaudit.errors import ConfigError
-from privaudit.scan.aws_kinds import terraform_resource
+from privaudit.scan.aws_kinds import TERRAFORM_TYPES, terraform_resource
+from privaudit.scan.hclblocks import resource_type, top_level_blocks
 from privaudit.scan.model import Resource, skips_in
 
+MODELLED = frozenset(TERRAFORM_TYPES) | {"azapi_resource"}  # the only resource types handed to the parser
 _HEADER = re.compile(r'^\s*resource\s+"([^"]+)"\s+"([^"]+)"', re.MULTILINE)
 _COMMENT = re.compile(r"(?:#|//)\s*(privaudit:skip=.*)$")
 
@@ -35,12 +38,32 @@ def parse_tf_text(text: str, label: str) -> list[Resource]:
 
     from hcl2 import api
 
-    try:
+    options = hcl2.SerializationOptions(with_comments=False, strip_string_quotes=True)
+
+    def parse(source: str) -> Any:
         # Comments are read from the text (skip markers), so the parser may drop them: that is faster.
-        tree = api.parses(text, discard_comments=True)
-        data = api.serialize(tree, serialization_options=hcl2.SerializationOptions(with_comments=False, strip_string_quotes=True))
+        return api.serialize(api.parses(source, discard_comments=True), serialization_options=options)
+
+    blocks = top_level_blocks(text)
+    source = text
+    if blocks is not None:
+        kept = [text[a:b] for a, b in blocks if resource_type(text[a:b]) in MODELLED]
+        if not kept:
+            return []
+        source = "\n".join(kept)
+    error: Exception | None = None
+    data: Any = {}
+    try:
+        data = parse(source)
     except Exception as exc:  # lark raises many types; the message names the position
-        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        error = exc
+    if error is not None and source is not text:  # say what is wrong as the whole file shows it
+        try:
+            data, error = parse(text), None
+        except Exception as exc:  # noqa: BLE001
+            error = exc
+    if error is not None:
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise ConfigError(f"{label}: not valid Terraform (HCL2): {first_line}") from None
     lines = text.splitlines()
     spans = {(t, n): (a, b) for t, n, a, b in _headers(text)}
