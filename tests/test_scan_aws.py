@@ -174,7 +174,7 @@ def test_cli_live_scan_points_sarif_at_arns(account: str, run: Any, tmp_path: Pa
     monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
     monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
     r = run("scan", "--aws", "--aws-region", REGION, "--aws-endpoint-url", account, "-o", "live.sarif", "-o", "live.json")
-    assert r.code == 1 and "ATLAS-EXF-001/cap-off (high)" in r.out
+    assert r.code == 1 and "ATLAS-EXF-001/cap-off (high)" in " ".join(r.out.split())
     sarif = json.loads((tmp_path / "live.sarif").read_text())
     res = next(x for x in sarif["runs"][0]["results"] if x["properties"]["findingId"] == "ATLAS-EXF-003/cap-off")
     first = res["locations"][0]
