@@ -47,14 +47,17 @@ def test_writers_and_gate(iac: Path, run: Any) -> None:
     # SARIF: the same rule descriptors as an audit, results at the resource's file and line
     sarif = json.loads(Path("s.sarif").read_text())
     run0 = sarif["runs"][0]
-    assert [r["id"] for r in run0["tool"]["driver"]["rules"]] == ["ATLAS-EXF-003", "ATLAS-EXF-001"]
+    from privaudit.rules import rules
+
+    assert [r["id"] for r in run0["tool"]["driver"]["rules"]] == list(rules())  # the audit's descriptors
     res = next(x for x in run0["results"] if x["properties"]["findingId"] == "ATLAS-EXF-003/fraud")
     loc = res["locations"][0]["physicalLocation"]
     assert loc["artifactLocation"]["uri"] == "infra/waf.tf" and loc["region"]["startLine"] == 1
     assert "pitfall" in res["message"]["text"]
     related = [x["physicalLocation"]["artifactLocation"]["uri"] for x in res.get("relatedLocations", [])]
     assert "infra/sagemaker.tf" in related
-    assert "mitre-atlas/AML.T0024.000" in run0["tool"]["driver"]["rules"][0]["properties"]["tags"]
+    descriptors = {r["id"]: r for r in run0["tool"]["driver"]["rules"]}
+    assert "mitre-atlas/AML.T0024.000" in descriptors["ATLAS-EXF-003"]["properties"]["tags"]
     assert res["properties"]["failingChecks"][:1] == ["query_limits"]
     from sarif_pydantic import Sarif
 
