@@ -170,6 +170,60 @@ def audit(
     raise typer.Exit(result.code)
 
 
+@app.command()
+def scan(
+    paths: Annotated[Optional[list[Path]], typer.Argument(help="Terraform (.tf, plan .json), CloudFormation, Kubernetes manifests, guard.yaml; files or folders.")] = None,
+    output: Annotated[list[Path], typer.Option("-o", "--output", help="Report file; repeatable. Format from the extension (.json, .sarif, .html, .md, .xml).")] = [],
+    fail_on: Annotated[Optional[str], typer.Option("--fail-on", help="Exit 1 on a failing finding at or above: critical, high, medium, low or never.")] = None,
+    baseline: Annotated[Optional[Path], typer.Option(help="An earlier scan JSON report: exit 1 on any new failing finding.")] = None,
+    policy: Annotated[Optional[Path], typer.Option(help="Policy file (default: ./privaudit.toml, else \\[tool.privaudit] in ./pyproject.toml).")] = None,
+    reports: Annotated[Optional[Path], typer.Option("--reports", help="Folder of privaudit audit JSON reports, joined to deployments by model name.")] = None,
+    data_sensitivity: Annotated[Optional[str], typer.Option("--data-sensitivity", help="Default for deployments without a data-sensitivity tag.")] = None,
+    aws: Annotated[bool, typer.Option("--aws", help="Also read the live AWS account (read-only calls).")] = False,
+    aws_profile: Annotated[Optional[str], typer.Option("--aws-profile", help="AWS profile to use.")] = None,
+    aws_region: Annotated[list[str], typer.Option("--aws-region", help="Region to scan; repeatable (default: the profile's region).")] = [],
+    aws_endpoint_url: Annotated[Optional[str], typer.Option("--aws-endpoint-url", help="Send AWS calls here (moto, LocalStack).")] = None,
+    sarif_location: Annotated[Optional[str], typer.Option("--sarif-location", help="File SARIF results of live resources point at (default: the policy file, else README.md).")] = None,
+    jobs: Annotated[Optional[int], typer.Option(help="Processes for parsing many .tf files (default: all cores).")] = None,
+    debug: Annotated[bool, typer.Option(help="Show tracebacks.")] = False,
+) -> None:
+    """Find model deployments in infrastructure code (and live AWS) and check their ATLAS-EXF-003/001 controls.
+
+    Exit codes: 0 passed, 1 a failing finding at or above --fail-on or a regression, 2 a usage or input error.
+    """
+    from privaudit import gate
+    from privaudit.baseline import apply_scan_baseline, load_scan_baseline
+    from privaudit.policy import apply_suppressions, display_path, load_settings
+    from privaudit.report import WriteOptions, writer_for
+    from privaudit.report.scan_console import render_scan
+    from privaudit.scan import AwsOptions, ScanConfig
+    from privaudit.scan import scan as run_scan
+
+    if not paths and not aws:
+        raise ConfigError("scan: give at least one PATH (IaC files or folders) or --aws")
+    if (aws_profile or aws_region or aws_endpoint_url) and not aws:
+        raise ConfigError("--aws-profile, --aws-region and --aws-endpoint-url need --aws")
+    settings = load_settings(policy, fail_on=fail_on, data_sensitivity=data_sensitivity)
+    for out in output:
+        writer_for(str(out), "scan")
+    base = load_scan_baseline(baseline) if baseline is not None else None
+    console = Console()
+    config = ScanConfig(paths=tuple(paths or ()), policy=settings.policy, reports_dir=reports, jobs=jobs,
+                        aws=AwsOptions(profile=aws_profile, regions=tuple(aws_region), endpoint_url=aws_endpoint_url,
+                                       show_progress=True) if aws else None,
+                        command_line=("privaudit", *(_ARGV if _ARGV is not None else sys.argv[1:])))
+    report = apply_suppressions(run_scan(config), settings.suppressions)
+    if base is not None:
+        report = apply_scan_baseline(report, base)
+    render_scan(report, console)
+    location = sarif_location or (display_path(settings.source) if settings.source is not None else "README.md")
+    _write_outputs(report, output, console, WriteOptions(sarif_location=location))
+    result = gate.evaluate(report, settings.fail_on)
+    colour = "green" if result.passed else "bold red"
+    console.print(f"[{colour}]{result.message}[/{colour}]", highlight=False)
+    raise typer.Exit(result.code)
+
+
 def _register_guard() -> None:
     # The guard and monitor live in the optional "guard" extra; without it their commands still exist
     # and say how to install what they need, while the audit keeps working on the light core install.
