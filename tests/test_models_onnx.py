@@ -66,3 +66,17 @@ def test_two_score_outputs_ask_which_one(tmp_path: Path, run: Any, plain_termina
                  "--no-cache")
     assert result.code == 2
     assert "--onnx-output NAME" in result.err and "Traceback" not in result.err
+
+
+def test_unknown_model_format_and_bad_loop_settings_are_usage_errors(tmp_path: Path, run: Any,
+                                                                     plain_terminal: None) -> None:
+    path = tmp_path / "two.onnx"
+    _two_output_graph(path)
+    X = np.random.default_rng(1).random((40, 3))
+    np.savez(tmp_path / "train.npz", X=X[:20], y=np.arange(20) % 2)
+    np.savez(tmp_path / "holdout.npz", X=X[20:], y=np.arange(20) % 2)
+    base = ["audit", "-m", path, "--train", tmp_path / "train.npz", "--holdout", tmp_path / "holdout.npz", "--no-cache"]
+    unknown = run(*base, "--model-format", "caffe")
+    assert unknown.code == 2 and "--model-format caffe: unknown" in unknown.err
+    bad = run(*base, "--onnx-output", "scores_a", "--ref-epochs", "0")
+    assert bad.code == 2 and "--ref-epochs 0: must be 1 or more" in bad.err
