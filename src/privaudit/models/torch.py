@@ -19,7 +19,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from privaudit.errors import ModelLoadError
-from privaudit.models import LoadedModel, LoadOptions, ModelOptions, register_loader, wants
+from privaudit.models import LoadedModel, LoadOptions, ModelOptions, register_loader
 
 PREDICT_BATCH = 1024
 SCRIPT_SUFFIXES = (".pt", ".pth")
