@@ -219,24 +219,54 @@ def _art_best(art: dict[str, dict[str, Any]]) -> str:
     return max(art, key=lambda k: (art[k]["0.001"] or 0.0, art[k]["auc"]))
 
 
-def markdown(res: dict[str, Any], started: str, wall: float, load: str, quick: bool) -> list[str]:
+RECIPES = {"a": "(a) built-in torch loop (default: early stopping on held-out records)",
+           "a_no_stop": "(a') built-in torch loop without early stopping (`ref_patience` = 10^6)",
+           "b": "(b) default surrogate (the ONNX export of the same MLP, default recipe)",
+           "c": "(c) user trainer (`--trainer formats:target_trainer`, the target's own recipe)"}
+
+
+def markdown(results: list[dict[str, Any]], started: str, wall: float, load: str, quick: bool) -> list[str]:
+    seeds = [r["seed"] for r in results]
     lines = header("Model formats: reference recipes, privaudit vs ART, audit time per format"
-                   + (" (quick smoke run)" if quick else ""), [res["seed"]], started, wall,
+                   + (" (quick smoke run)" if quick else ""), seeds, started, wall,
                    extra_libs=("torch", "onnxruntime", "xgboost", "lightgbm", "art"), load=load)
-    c = CFG
+    c, res = CFG, results[0]
     lines += [f"Data: `purchase_like({c['n_records']}, n_features={c['n_features']}, n_classes={c['n_classes']}, "
               f"flip={c['flip']})` -- smaller than bench/membership.py's 40,000 x 600 x 100 so the run fits the time "
               f"we had on 2 shared cores; {res['n_train']} members (train) and {res['n_holdout']} non-members (holdout). "
               f"Every TPR below is measured on the evaluation halves ({res['n_eval'][0]} members, {res['n_eval'][1]} "
-              f"non-members); ART's attack models are fitted on the other halves. K = {c['k']} reference models, "
-              "one seed (0).", "",
-              f"Torch target: MLP {c['n_features']}-{c['hidden']}-tanh-{c['n_classes']}, Adam 1e-3, batch 128, "
+              f"non-members); ART's attack models are fitted on the other halves. K = {c['k']} reference models; "
+              f"seeds {', '.join(map(str, seeds))} (each seed draws new data, a new target and new reference models).", "",
+              "## Summary: TPR at 0.1 % FPR on the torch MLP and XGBoost targets", ""]
+    head = ["target / method", *[f"seed {s}" for s in seeds]]
+    rows = []
+    for key, label in RECIPES.items():
+        rows.append([f"torch, default attack (ensemble_online), {label}",
+                     *[pct(r["torch"][key]["attacks"]["ensemble_online"]["0.001"]) for r in results]])
+    rows.append(["torch, best privaudit attack with (a)",
+                 *[f"{pct(r['torch']['a']['attacks'][r['torch']['a']['eval_best']]['0.001'])} ({r['torch']['a']['eval_best']})"
+                   for r in results]])
+    rows.append(["torch, ART best of nn/rf/gb/rule",
+                 *[f"{pct(r['torch_art'][_art_best(r['torch_art'])]['0.001'])} ({_art_best(r['torch_art'])})" for r in results]])
+    rows.append(["XGBoost, default attack (ensemble_online), booster parameters from model.config.json",
+                 *[pct(r["xgb"]["attacks"]["ensemble_online"]["0.001"]) for r in results]])
+    rows.append(["XGBoost, ART best of nn/rf/gb/rule",
+                 *[f"{pct(r['xgb_art'][_art_best(r['xgb_art'])]['0.001'])} ({_art_best(r['xgb_art'])})" for r in results]])
+    lines += table(head, rows)
+    lines.append("")
+    for r in results:
+        lines += [f"## Seed {r['seed']}", ""]
+        lines += seed_section(r)
+        lines.append("")
+    return lines
+
+
+def seed_section(res: dict[str, Any]) -> list[str]:
+    c = CFG
+    lines = [f"Torch target: MLP {c['n_features']}-{c['hidden']}-tanh-{c['n_classes']}, Adam 1e-3, batch 128, "
               f"{c['epochs']} epochs, no early stopping (train accuracy {res['torch']['a']['train_acc']:.3f}, holdout "
               f"{res['torch']['a']['holdout_acc']:.3f}).", ""]
-    names = {"a": "(a) built-in torch loop (default: early stopping on held-out records)",
-             "a_no_stop": "(a') built-in torch loop without early stopping (`ref_patience` = 10^6)",
-             "b": "(b) default surrogate (the ONNX export of the same MLP, default recipe)",
-             "c": "(c) user trainer (`--trainer formats:target_trainer`, the target's own recipe)"}
+    names = RECIPES
     t = res["torch"]
     rows = []
     for key, label in names.items():
@@ -248,7 +278,7 @@ def markdown(res: dict[str, Any], started: str, wall: float, load: str, quick: b
     art = res["torch_art"]
     ab = _art_best(art)
     rows.append([f"ART best of nn/rf/gb/rule ({ab})", pct(art[ab]["0.001"]), fmt(art[ab]["auc"], 3), "", f"{art[ab]['seconds']:.0f}"])
-    lines += ["## Torch MLP target: TPR at 0.1 % FPR by reference recipe", ""]
+    lines += ["### Torch MLP target: TPR at 0.1 % FPR by reference recipe", ""]
     lines += table(["reference models", "default attack (ensemble_online) TPR @ 0.1 %", "AUC",
                     "best privaudit attack, TPR @ 0.1 %", "audit s"], rows)
     surrogate_gap = (t["c"]["attacks"]["ensemble_online"]["0.001"] or 0) - (t["b"]["attacks"]["ensemble_online"]["0.001"] or 0)
@@ -267,7 +297,7 @@ def markdown(res: dict[str, Any], started: str, wall: float, load: str, quick: b
 
     x, xa = res["xgb"], res["xgb_art"]
     xb = _art_best(xa)
-    lines += ["", "## XGBoost target", "",
+    lines += ["", "### XGBoost target", "",
               f"`multi:softprob`, max_depth 6, eta 0.3, {c['xgb_rounds']} rounds (train accuracy {x['train_acc']:.3f}, "
               f"holdout {x['holdout_acc']:.3f}); audited from `model.ubj` with `model.config.json` beside it. "
               f"Recipe: {x['recipe']}.", ""]
@@ -279,7 +309,7 @@ def markdown(res: dict[str, Any], started: str, wall: float, load: str, quick: b
              for k, v in xa.items()]
     lines += table(["method", "TPR @ 0.1 %", "AUC", "s"], rows)
 
-    lines += ["", "## Audit time per format", "",
+    lines += ["", "### Audit time per format", "",
               f"A default audit (K = {c['k']}, default attacks, no what-if table, `--jobs 2`, empty cache) of each "
               "target; 'query s' is loading the model and computing its outputs on every record.", ""]
     per = [("torch (in memory)", t["a"]), ("TorchScript .pt", t["script"]), ("torch.export .pt2", t["export"]),
@@ -294,7 +324,8 @@ def markdown(res: dict[str, Any], started: str, wall: float, load: str, quick: b
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seeds", default="0,1")
+    p.add_argument("--from-json", type=Path, default=None, help="only re-render the markdown from an earlier run's JSON")
     p.add_argument("--out", type=Path, default=None)
     args = p.parse_args(argv)
     os.environ["PRIVAUDIT_BENCH_FORMATS"] = "quick" if args.quick else "full"
@@ -304,11 +335,21 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("PYTHONWARNINGS", "ignore")
     started, t0 = now_utc(), time.perf_counter()
     load = LoadSampler()
-    with load, tempfile.TemporaryDirectory(prefix="privaudit-formats-") as tmp:
-        res = run(args.seed, Path(tmp))
+    if args.from_json:
+        saved = json.loads(args.from_json.read_text())
+        CFG.update(saved["config"])
+        out.write_text("\n".join(markdown(saved["seeds"], saved["started"], saved["wall"], saved["load"], args.quick)) + "\n")
+        print(f"wrote {out}")
+        return 0
+    results = []
+    with load:
+        for seed in (int(x) for x in args.seeds.split(",")):
+            with tempfile.TemporaryDirectory(prefix="privaudit-formats-") as tmp:
+                results.append(run(seed, Path(tmp)))
     wall = time.perf_counter() - t0
-    out.write_text("\n".join(markdown(res, started, wall, load.summary(), args.quick)) + "\n")
-    out.with_suffix(".json").write_text(json.dumps({"config": CFG, **res}, indent=1, default=str))
+    out.with_suffix(".json").write_text(json.dumps({"config": CFG, "seeds": results, "started": started, "wall": wall,
+                                                    "load": load.summary()}, indent=1, default=str))
+    out.write_text("\n".join(markdown(results, started, wall, load.summary(), args.quick)) + "\n")
     print(f"wrote {out}")
     return 0
 
