@@ -169,3 +169,21 @@ def test_white_box_inversion_works_on_scripted_and_exported_modules(saved: dict[
     with torch.no_grad():
         probs = saved["model"](torch.as_tensor(np.stack(base), dtype=torch.float32)).softmax(-1).numpy()
     assert list(probs.argmax(1)) == [0, 1]
+
+
+def test_frozen_torchscript_has_nothing_to_train_so_the_surrogate_is_used_and_named(saved: dict[str, Any],
+                                                                                      tmp_path: Path) -> None:
+    s = saved["split"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.jit.freeze(torch.jit.script(saved["model"].eval())).save(str(tmp_path / "frozen.pt"))
+    loaded = load_model(str(tmp_path / "frozen.pt"))
+    assert not loaded.fitter.trainable()
+    X = np.vstack([s.X_train, s.X_holdout])
+    with torch.no_grad():
+        expected = saved["model"](torch.as_tensor(X, dtype=torch.float32)).double().numpy()
+    np.testing.assert_allclose(loaded.target.predict(X), expected, atol=1e-5)
+    report = privaudit.audit(tmp_path / "frozen.pt", (s.X_train, s.y_train), (s.X_holdout, s.y_holdout), **FAST,
+                             attacks=["rmia_offline"])
+    assert report.membership.reference_recipe.startswith("default surrogate")
+    assert any("--trainer" in w for w in report.warnings)
