@@ -150,8 +150,14 @@ def _native_probabilities(model: Any, X: NDArray[np.float64], n_classes: int) ->
         out = probabilities(model, np.asarray(X), str(param.device) if param is not None else "cpu")
     elif type(model).__name__ == "Booster" and type(model).__module__.split(".")[0] in ("xgboost", "lightgbm"):
         from privaudit.models import as_target
+        from privaudit.target import detect_output_mode, to_probabilities
 
-        out = np.asarray(as_target(model).target.predict(np.asarray(X)), dtype=np.float64)
+        raw = np.asarray(as_target(model).target.predict(np.asarray(X)))
+        if raw.ndim == 1:  # a label-only objective: one-hot, as for any label-only reference model
+            out = np.zeros((len(raw), n_classes))
+            out[np.arange(len(raw)), raw.astype(np.int64)] = 1.0
+        else:
+            out = to_probabilities(raw.astype(np.float64), detect_output_mode(raw, raw.shape[1]))
     else:
         return None
     if out.shape[1] != n_classes:
