@@ -49,6 +49,9 @@ CONFIGS = {
 # Chosen through the environment so that joblib workers importing target_trainer see the same one.
 CFG: dict[str, Any] = dict(CONFIGS[os.environ.get("PRIVAUDIT_BENCH_FORMATS", "full")])
 XGB_PARAMS = {"objective": "multi:softprob", "max_depth": 6, "eta": 0.3, "tree_method": "hist"}
+# A regularised booster whose membership signal does not saturate every attack (run with --xgb-mild).
+XGB_MILD = {"objective": "multi:softprob", "max_depth": 3, "eta": 0.1, "subsample": 0.8, "min_child_weight": 5,
+            "tree_method": "hist"}
 LGB_PARAMS = {"objective": "multiclass", "num_leaves": 31, "learning_rate": 0.1, "verbosity": -1, "deterministic": True,
               "num_threads": 1}
 
@@ -215,6 +218,56 @@ def run(seed: int, work: Path) -> dict[str, Any]:
     return res
 
 
+def run_xgb_mild(seed: int, work: Path) -> dict[str, Any]:
+    """Only the XGBoost comparison, on the regularised booster XGB_MILD (same data and halves as run())."""
+    import xgboost as xgb
+    from art.estimators.classification import XGBoostClassifier
+
+    from privaudit.datasets import purchase_like
+
+    split = purchase_like(CFG["n_records"], n_features=CFG["n_features"], n_classes=CFG["n_classes"], flip=CFG["flip"],
+                          seed=seed)
+    n_tr, n_ho = len(split.y_train), len(split.y_holdout)
+    rng = np.random.default_rng([seed, 2024])
+    fit_tr, ev_tr = halves(n_tr, rng)
+    fit_ho, ev_ho = halves(n_ho, rng)
+    eval_idx = np.r_[ev_tr, n_tr + ev_ho]
+    eval_member = np.r_[np.ones(len(ev_tr), bool), np.zeros(len(ev_ho), bool)]
+    X_eval = np.vstack([split.X_train[ev_tr], split.X_holdout[ev_ho]])
+    y_eval = np.r_[split.y_train[ev_tr], split.y_holdout[ev_ho]]
+    booster = xgb.train({**XGB_MILD, "num_class": CFG["n_classes"], "seed": seed, "nthread": 1},
+                        xgb.DMatrix(split.X_train, label=split.y_train), num_boost_round=CFG["xgb_rounds"])
+    booster.save_model(str(work / "mild.ubj"))
+    (work / "mild.config.json").write_text(booster.save_config())
+    out = {"seed": seed, "xgb": audited(work / "mild.ubj", split, seed, work / "cache-m", eval_idx, eval_member)}
+    xclf = XGBoostClassifier(model=booster, nb_features=CFG["n_features"], nb_classes=CFG["n_classes"])
+    out["xgb_art"] = run_art(xclf, split, fit_tr, fit_ho, X_eval, y_eval, eval_member, seed)
+    return out
+
+
+def mild_lines(mild: list[dict[str, Any]]) -> list[str]:
+    c = CFG
+    lines = ["## Regularised XGBoost target", "",
+             f"`multi:softprob`, max_depth 3, eta 0.1, subsample 0.8, min_child_weight 5, {c['xgb_rounds']} rounds, "
+             "from `mild.ubj` with its `mild.config.json`; same data and evaluation halves as above "
+             "(`python bench/formats.py --xgb-mild`).", ""]
+    rows = []
+    for r in mild:
+        x, xa = r["xgb"], r["xgb_art"]
+        xb = _art_best(xa)
+        rows.append([str(r["seed"]), f"{x['train_acc']:.3f} / {x['holdout_acc']:.3f}",
+                     pct(x["attacks"]["ensemble_online"]["0.001"]), fmt(x["attacks"]["ensemble_online"]["auc"], 3),
+                     f"{pct(x['attacks'][x['eval_best']]['0.001'])} ({x['eval_best']})",
+                     f"{pct(xa[xb]['0.001'])} ({xb})", fmt(xa[xb]["auc"], 3), f"{x['seconds']:.0f}"])
+    lines += table(["seed", "train / holdout accuracy", "privaudit default (ensemble_online) TPR @ 0.1 %", "AUC",
+                    "privaudit best", "ART best TPR @ 0.1 %", "ART best AUC", "audit s"], rows)
+    lines += ["", "ART per method:", ""]
+    lines += table(["seed", "ART method", "TPR @ 1 %", "TPR @ 0.1 %", "AUC", "s"],
+                   [[str(r["seed"]), k, pct(v["0.01"]), pct(v["0.001"]), fmt(v["auc"], 3), f"{v['seconds']:.0f}"]
+                    for r in mild for k, v in r["xgb_art"].items()])
+    return lines
+
+
 def _art_best(art: dict[str, dict[str, Any]]) -> str:
     return max(art, key=lambda k: (art[k]["0.001"] or 0.0, art[k]["auc"]))
 
@@ -254,6 +307,10 @@ def markdown(results: list[dict[str, Any]], started: str, wall: float, load: str
                  *[f"{pct(r['xgb_art'][_art_best(r['xgb_art'])]['0.001'])} ({_art_best(r['xgb_art'])})" for r in results]])
     lines += table(head, rows)
     lines.append("")
+    mild_path = BENCH / "results" / "formats-xgb-mild.json"
+    if not quick and mild_path.is_file():
+        lines += mild_lines(json.loads(mild_path.read_text())["seeds"])
+        lines.append("")
     for r in results:
         lines += [f"## Seed {r['seed']}", ""]
         lines += seed_section(r)
@@ -317,7 +374,9 @@ def seed_section(res: dict[str, Any]) -> list[str]:
     lines += table(["format", "reference recipe", "query s", "audit s"],
                    [[name, r["recipe"], f"{res['query_seconds'][name]:.2f}", f"{r['seconds']:.0f}"] for name, r in per])
     lines += ["", "Audit time is dominated by training the reference models (ONNX: the surrogate; the others: their "
-              "own recipe), not by the format."]
+              "own recipe), not by the format. Wall times are inflated by the machine's load (see the top of the file); "
+              "the first audit of a run (the in-memory torch audit of the first seed) also starts the joblib worker "
+              "processes, each importing torch."]
     return lines
 
 
@@ -326,6 +385,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--quick", action="store_true")
     p.add_argument("--seeds", default="0,1")
     p.add_argument("--from-json", type=Path, default=None, help="only re-render the markdown from an earlier run's JSON")
+    p.add_argument("--xgb-mild", action="store_true", help="only the regularised XGBoost target; written to "
+                   "results/formats-xgb-mild.json and shown in formats.md when that is re-rendered")
     p.add_argument("--out", type=Path, default=None)
     args = p.parse_args(argv)
     os.environ["PRIVAUDIT_BENCH_FORMATS"] = "quick" if args.quick else "full"
@@ -335,6 +396,16 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("PYTHONWARNINGS", "ignore")
     started, t0 = now_utc(), time.perf_counter()
     load = LoadSampler()
+    if args.xgb_mild:
+        mild = []
+        for seed in (int(x) for x in args.seeds.split(",")):
+            with tempfile.TemporaryDirectory(prefix="privaudit-formats-") as tmp:
+                mild.append(run_xgb_mild(seed, Path(tmp)))
+        (BENCH / "results" / "formats-xgb-mild.json").write_text(
+            json.dumps({"config": CFG, "params": XGB_MILD, "seeds": mild, "started": started,
+                        "wall": time.perf_counter() - t0}, indent=1, default=str))
+        print("wrote results/formats-xgb-mild.json; re-render formats.md with --from-json results/formats.json")
+        return 0
     if args.from_json:
         saved = json.loads(args.from_json.read_text())
         CFG.update(saved["config"])
