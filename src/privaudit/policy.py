@@ -13,13 +13,14 @@ import os
 import sys
 import typing
 from pathlib import Path
-from typing import Annotated, Any, Literal, Optional
+from typing import Annotated, Any, Literal, Optional, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator
 
 from privaudit.errors import ConfigError
 from privaudit.findings import CheckStatus, Finding
 from privaudit.gate import DEFAULT_FAIL_ON, FAIL_ON_LEVELS, check_fail_on
+from privaudit.report.scan_schema import ScanReport
 from privaudit.report.schema import Regression, Report
 from privaudit.rules import SENSITIVITIES, Policy
 
@@ -177,7 +178,7 @@ def load_settings(policy_file: Path | None = None, *, cwd: Path | None = None, f
     parsed = read_policy_file(source) if source is not None else PolicyFile()
     values: dict[str, Any] = {k: getattr(parsed, k) for k in THRESHOLD_KEYS if getattr(parsed, k) is not None}
     values["data_sensitivity"] = data_sensitivity or parsed.data_sensitivity or Policy().data_sensitivity
-    label = display_path(source) if source is not None else "policy"
+    label = str(source) if source is not None else "policy"
     if not 0.5 <= values.get("confidence", 0.95) < 1:
         raise ConfigError(f"{label}: key 'confidence' must be at least 0.5 and below 1, got {values['confidence']}")
     if not 0 < values.get("min_resolved_fpr", 0.01) <= 1:
@@ -220,8 +221,11 @@ def _suppress_checks(finding: Finding, active: list[Suppression], used: set[str]
     return finding.model_copy(update=update)
 
 
-def apply_suppressions(report: Report, suppressions: typing.Sequence[Suppression],
-                       today: _dt.date | None = None) -> Report:
+AnyReport = TypeVar("AnyReport", Report, ScanReport)
+
+
+def apply_suppressions(report: AnyReport, suppressions: typing.Sequence[Suppression],
+                       today: _dt.date | None = None) -> AnyReport:
     """Mark suppressed findings and checks; report expired suppressions as regressions and warnings.
 
     A suppression naming a finding id suppresses that finding. One naming a check id marks that

@@ -92,7 +92,8 @@ def verdict_message(t: verdict.HeldOutTest) -> str:
     if t.status == "unresolved":
         text += f"; a PASS at {_pct(t.min_resolved_fpr)} FPR needs >= {t.holdout_needed} holdout records"
     elif PRIMARY_FPR not in t.resolved_fprs:
-        text += f" (testing {_pct(PRIMARY_FPR)} FPR would need >= {verdict.holdout_needed(PRIMARY_FPR)} holdout records)"
+        need = verdict.holdout_needed(PRIMARY_FPR, margin=t.margin, confidence=t.confidence)
+        text += f" (testing {_pct(PRIMARY_FPR)} FPR would need >= {need} holdout records)"
     return text
 
 

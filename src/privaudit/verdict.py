@@ -64,10 +64,46 @@ class HeldOutTest:
         return self.status == "leak"
 
 
-def holdout_needed(fpr: float, fraction: float = 0.5) -> int:
-    """Holdout records for both halves to hold at least one non-member per 1/fpr."""
-    per_half = math.ceil(1.0 / fpr - 1e-9)
-    return math.ceil(per_half / min(fraction, 1.0 - fraction) - 1e-9)
+# A PASS claims that a leak would have been seen: only where a leak of this many times the FPR (the
+# "strong" level of docs/severity.md) would have FAILed is an FPR resolved.
+RESOLUTION = 10.0
+
+
+def detectable_ratio(fpr: float, n_members: int, n_nonmembers: int, *, margin: float = 2.0,
+                     confidence: float = 0.95) -> float:
+    """The smallest TPR/FPR the test can prove at ``fpr`` on groups of these sizes (inf: none)."""
+    k = int(math.floor(fpr * n_nonmembers + 1e-9))
+    if k < 1 or n_members < 1:
+        return math.inf
+    _, hi = metrics.rate_bounds(0, n_members, k, n_nonmembers, confidence)
+    need = margin * float(hi)
+    lo_all, _ = metrics.rate_bounds(n_members, n_members, 0, n_nonmembers, confidence)
+    if float(lo_all) <= need:
+        return math.inf
+    lo_tp, hi_tp = 0, n_members  # smallest true-positive count whose lower bound clears the need
+    while hi_tp - lo_tp > 1:
+        mid = (lo_tp + hi_tp) // 2
+        if float(metrics.rate_bounds(mid, n_members, 0, n_nonmembers, confidence)[0]) > need:
+            hi_tp = mid
+        else:
+            lo_tp = mid
+    return hi_tp / n_members / fpr
+
+
+def holdout_needed(fpr: float, *, margin: float = 2.0, confidence: float = 0.95) -> int:
+    """Holdout records (with as many training records) for the evaluation half to resolve ``fpr``."""
+    def ok(n: int) -> bool:
+        half = n // 2
+        return detectable_ratio(fpr, half, half, margin=margin, confidence=confidence) <= RESOLUTION
+
+    hi = max(4, 2 * math.ceil(1.0 / fpr))
+    while not ok(hi):
+        hi *= 2
+    lo = hi // 2
+    while hi - lo > max(2, lo // 200):
+        mid = (lo + hi) // 2
+        lo, hi = (lo, mid) if ok(mid) else (mid, hi)
+    return int(math.ceil(hi / 100.0) * 100)  # a round number: the estimate assumes equal group sizes
 
 
 def _threshold(nonmember_scores: NDArray[np.float64], fpr: float) -> float | None:
@@ -97,7 +133,9 @@ def held_out_test(scores: Mapping[str, NDArray[np.float64]], is_member: NDArray[
     sel_m, ev_m = m[selected], m[~selected]
     n1_s, n0_s, n1_e, n0_e = int(sel_m.sum()), int((~sel_m).sum()), int(ev_m.sum()), int((~ev_m).sum())
     resolved = tuple(f for f in fprs if math.floor(f * min(n0_s, n0_e) + 1e-9) >= 1)
-    short = not any(f <= min_resolved_fpr + 1e-12 for f in resolved)
+    powered = [f for f in resolved if f <= min_resolved_fpr + 1e-12 and detectable_ratio(
+        f, n1_e, n0_e, margin=margin, confidence=confidence) <= RESOLUTION]
+    short = not powered
     best: tuple[float, float, str, float, float] | None = None  # (objective, tpr, attack, fpr, threshold)
     for name, s in scores.items():
         s_sel = np.asarray(s, dtype=np.float64)[selected]
@@ -112,7 +150,7 @@ def held_out_test(scores: Mapping[str, NDArray[np.float64]], is_member: NDArray[
                 best = key
     base = dict(confidence=confidence, margin=margin, selection_members=n1_s, selection_nonmembers=n0_s,
                 members=n1_e, nonmembers=n0_e, resolved_fprs=resolved, min_resolved_fpr=min_resolved_fpr,
-                holdout_needed=holdout_needed(min_resolved_fpr) if short else None)
+                holdout_needed=holdout_needed(min_resolved_fpr, margin=margin, confidence=confidence) if short else None)
     if best is None:
         return HeldOutTest(status="unresolved", attack=None, fpr=None, threshold=None, true_positives=0,
                            false_positives=0, tpr_lower=0.0, fpr_upper=1.0, ratio_lower=0.0,

@@ -53,7 +53,11 @@ def _attack_power(ev: Evidence) -> Check:
     text = v.message
     if not ev.report.split_check.passed:
         text += "; the split check failed, so this may reflect how the data was split rather than the model"
-    status = {"leak": CheckStatus.FAIL, "no_leak": CheckStatus.PASS, "unresolved": CheckStatus.UNKNOWN}[v.status]
+    # The margin is the policy's, so a stored report re-judged under another policy follows that policy.
+    if common.proves_leakage(v, ev.policy):
+        status = CheckStatus.FAIL
+    else:
+        status = CheckStatus.UNKNOWN if v.holdout_needed is not None else CheckStatus.PASS
     return Check(id=cid, check="attack_power", title=title, status=status, evidence=text,
                  needs=None if v.holdout_needed is None or status != CheckStatus.UNKNOWN else
                  f"needs >= {v.holdout_needed} holdout records",

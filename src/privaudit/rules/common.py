@@ -55,10 +55,18 @@ def level_of(value: float | None, strong: float, moderate: float, weak: float) -
 def membership_power(membership: Any, policy: Policy) -> str:
     """The attack-power level the held-out test proved: none unless it rejected "no leakage"."""
     v = membership.verdict
-    if v is None or v.status != "leak":
+    if not proves_leakage(v, policy):
         return "none"
     ratio = math.inf if v.ratio_lower is None else v.ratio_lower
     return LEVELS[max(level_of(ratio, *TPR_RATIO, policy.max_tpr_ratio), 1)]
+
+
+def proves_leakage(verdict: Any, policy: Policy) -> bool:
+    """Did the held-out test show TPR's lower bound above the policy's margin times FPR's upper bound?"""
+    if verdict is None or verdict.attack is None:
+        return False
+    ratio = math.inf if verdict.ratio_lower is None else verdict.ratio_lower
+    return bool(ratio > policy.max_tpr_ratio)
 
 
 def check_id(rule: RuleMeta, check: str, model_name: str) -> str:
