@@ -31,6 +31,7 @@ from limits.strategies import MovingWindowRateLimiter
 from starlette.concurrency import run_in_threadpool
 
 from privaudit.guard.config import LimitsConfig
+from privaudit.guard.redact import redact
 
 log = logging.getLogger("privaudit.guard")
 
@@ -91,7 +92,8 @@ class RateLimits:
     def configure(self, cfg: LimitsConfig) -> None:
         """Take new rates (and on_storage_error); the storage URI is fixed for the process's life."""
         if cfg.storage != self.storage_uri:
-            log.warning("limits.storage changed to %s; restart the guard to switch storage (keeping %s)", cfg.storage, self.storage_uri)
+            log.warning("limits.storage changed to %s; restart the guard to switch storage (keeping %s)",
+                        redact(cfg.storage), redact(self.storage_uri))
         tiers = {name: parse_many(rate) for name, rate in cfg.tiers.items()}
         self._rates = (parse_many(cfg.default), tiers, cfg.on_storage_error)
 
@@ -172,14 +174,14 @@ class RateLimits:
         if not self._failing:  # once per outage, not once per request
             cause = getattr(exc, "storage_error", exc)
             log.error("rate-limit storage %s failed (%s: %s); %s requests until it recovers",
-                      self.storage_uri, type(cause).__name__, cause, "admitting" if allow else "refusing")
+                      redact(self.storage_uri), type(cause).__name__, redact(str(cause)), "admitting" if allow else "refusing")
             self._failing = True
         first = items[0]
         return LimitResult(allow, first.amount, 0, 1, _policy(items), storage_error=True)
 
     def _recovered(self) -> None:
         if self._failing:
-            log.warning("rate-limit storage %s answers again", self.storage_uri)
+            log.warning("rate-limit storage %s answers again", redact(self.storage_uri))
             self._failing = False
 
     def close(self) -> None:
