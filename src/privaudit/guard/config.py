@@ -249,6 +249,13 @@ class GuardConfig(_Strict):
             raise ValueError(f"{value!r} is not an http(s) URL with a host, e.g. http://127.0.0.1:8081")
         return value
 
+    @model_validator(mode="after")
+    def _custom_routes(self) -> GuardConfig:
+        if self.protocol.type == "custom" and self.routes is None:
+            raise ValueError("routes: protocol custom has no standard inference route; list the model's paths, "
+                             "e.g. routes: [/predict]")
+        return self
+
     @field_validator("routes")
     @classmethod
     def _routes(cls, value: Optional[list[str]]) -> Optional[list[str]]:
