@@ -650,7 +650,7 @@ def detection(data: Data, model: Any, cfg: dict[str, Any], seed: int, folder: Pa
 
 def coordinate_probe(c: Client, data: Data, model: Any, cfg: dict[str, Any], seed: int) -> dict[str, Any]:
     """200 probes of one digit, each moving one feature by a multiple of 0.05 (a finite-difference scan)."""
-    x = data.pool("hsj")[5]
+    x = data.pool("hsj")[-1]
     probes = []
     for i in range(200):
         row = x.copy()

@@ -14,13 +14,14 @@ wire code, not the client's bytes, so what it computes on is exactly what was co
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
+import os
 import time
-import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Any, Optional, Protocol
+from typing import Any, Optional
 
 import httpx
 import numpy as np
@@ -41,43 +42,16 @@ from privaudit.guard.identity import AuthError, Identity
 from privaudit.guard.limits import LimitResult, RateLimits
 from privaudit.guard.redact import redact
 from privaudit.guard.wire import parse_request, route_matcher
-from privaudit.guard.worker import MonitorQueue
+from privaudit.guard.worker import Monitor, MonitorQueue, NullMonitor, default_monitor
 from privaudit.models._http_protocols import WireFormat, decode, resolve_protocol
 
 log = logging.getLogger("privaudit.guard")
 _NO_ROWS: NDArray[np.float64] = np.empty((0, 0))
 _MIDDLEWARE_UPSTREAM = "http://guarded-app"  # any host: the ASGI transport never resolves it
-
-
-class Monitor(Protocol):
-    """What the guard needs of monitoring (privaudit.guard.monitoring builds the real one)."""
-
-    def observe(self, event: QueryEvent) -> Verdict: ...
-
-    def close(self) -> None: ...
-
-
-class NullMonitor:
-    """Stands in when monitoring is unavailable: every verdict is "log"."""
-
-    def observe(self, event: QueryEvent) -> Verdict:
-        return Verdict()
-
-    def close(self) -> None:
-        pass
-
-
-def default_monitor(cfg: GuardConfig, registry: CollectorRegistry) -> Monitor:
-    try:
-        from privaudit.guard.monitoring import build_monitor  # type: ignore[import-not-found, unused-ignore]
-    except ImportError as exc:
-        log.warning("guard monitoring is unavailable (%s); requests are served but not monitored", exc)
-        return NullMonitor()
-    monitor: Monitor = build_monitor(log=cfg.log, detectors=cfg.detector_settings(), response=list(cfg.response),
-                                     allow=list(cfg.allow), alerts=cfg.alerts, metrics_registry=registry,
-                                     escalation=cfg.escalation or None, learn=True,
-                                     feature_names=cfg.protocol.feature_names)
-    return monitor
+# Request ids: unique, not secret. A random per-process prefix and a counter (uuid4 reads os.urandom,
+# a system call that, with the monitoring worker holding the interpreter, can wait a millisecond).
+_ID_PREFIX = os.urandom(10).hex()
+_ID_COUNTER = itertools.count()
 
 
 async def _read_capped(request: Request, cap: int) -> Optional[bytes]:
@@ -210,7 +184,7 @@ class Guard:
         if request.method != "POST" or not state.is_route(request.url.path):
             return _error(404, "not found")  # not an inference route: never forwarded, never monitored
         peer = request.client.host if request.client else ""
-        trace = _Trace(uuid.uuid4().hex, state.identity.client_ip(peer, request.headers.getlist("x-forwarded-for")), time.time())
+        trace = _Trace(f"{_ID_PREFIX}{next(_ID_COUNTER) & 0xFFFFFFFFFFFF:012x}", state.identity.client_ip(peer, request.headers.getlist("x-forwarded-for")), time.time())
         response = await self._handle(request, state, trace)
         self._requests.count(trace.decision)
         self._observe(trace, response.status_code)

@@ -26,6 +26,7 @@ from privaudit.guard.config import load_config
 guard_app = typer.Typer(add_completion=False, pretty_exceptions_enable=False,
                         help="The inference guard: a reverse proxy that authenticates, rate-limits, hardens and monitors model queries.")
 log = logging.getLogger("privaudit.guard")
+SWITCH_INTERVAL = 2e-4  # seconds (Python's default is 5e-3)
 
 ConfigOption = Annotated[Optional[Path], typer.Option("--config", "-c", help="The guard's YAML configuration (see docs/guard.md).")]
 
@@ -56,8 +57,9 @@ def serve(config_path: Path, host: Optional[str] = None, port: Optional[int] = N
     guard = app.state.guard
     metrics_address = cfg.metrics.address()
     metrics_server = serve_metrics(guard.registry, metrics_address) if metrics_address is not None else None
-    # The monitoring worker is a thread: give the event loop the interpreter back within a millisecond.
-    sys.setswitchinterval(0.001)
+    # The monitoring worker is a thread. Every system call on the event loop releases the interpreter
+    # and must win it back from the worker; a short switch interval bounds that wait.
+    sys.setswitchinterval(SWITCH_INTERVAL)
     # Everything imported and built so far lives as long as the process: move it out of the garbage
     # collector's way, so a full collection walks only what requests created (a pause of about a
     # hundred milliseconds on a busy two-core host otherwise, at every full collection).

@@ -18,13 +18,42 @@ from typing import Callable, Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
+from privaudit.guard.config import GuardConfig
 from privaudit.guard.events import QueryEvent, Verdict
 
 log = logging.getLogger("privaudit.guard")
+BATCH = 64  # events the worker takes per wake-up
 
 
-class Observer(Protocol):
+class Monitor(Protocol):
+    """What the guard needs of monitoring (privaudit.guard.monitoring builds the real one)."""
+
     def observe(self, event: QueryEvent) -> Verdict: ...
+
+    def close(self) -> None: ...
+
+
+class NullMonitor:
+    """Stands in when monitoring is unavailable: every verdict is "log"."""
+
+    def observe(self, event: QueryEvent) -> Verdict:
+        return Verdict()
+
+    def close(self) -> None:
+        pass
+
+
+def default_monitor(cfg: GuardConfig, registry: CollectorRegistry) -> Monitor:
+    try:
+        from privaudit.guard.monitoring import build_monitor  # type: ignore[import-not-found, unused-ignore]
+    except ImportError as exc:
+        log.warning("guard monitoring is unavailable (%s); requests are served but not monitored", exc)
+        return NullMonitor()
+    monitor: Monitor = build_monitor(log=cfg.log, detectors=cfg.detector_settings(), response=list(cfg.response),
+                                     allow=list(cfg.allow), alerts=cfg.alerts, metrics_registry=registry,
+                                     escalation=cfg.escalation or None, learn=True,
+                                     feature_names=cfg.protocol.feature_names)
+    return monitor
 
 
 def event_bytes(event: QueryEvent) -> int:
@@ -35,7 +64,7 @@ def event_bytes(event: QueryEvent) -> int:
 class MonitorQueue:
     """Events waiting for monitoring; ``on_result(event, verdict, error)`` runs in the worker."""
 
-    def __init__(self, monitor: Observer, on_result: Callable[[QueryEvent, Verdict | None, Exception | None], None],
+    def __init__(self, monitor: Monitor, on_result: Callable[[QueryEvent, Verdict | None, Exception | None], None],
                  *, max_events: int, max_bytes: int, registry: CollectorRegistry) -> None:
         self.monitor = monitor
         self.on_result = on_result
@@ -76,23 +105,28 @@ class MonitorQueue:
                     self._cond.wait()
                 if not self._items:
                     return
-                event, size = self._items.popleft()
-                self._busy += 1
-            try:
-                try:
-                    verdict = self.monitor.observe(event)
-                except Exception as exc:  # reported to the proxy, which applies its fail mode
-                    self.on_result(event, None, exc)
-                else:
-                    self.on_result(event, verdict, None)
-            except Exception:
-                log.exception("monitoring worker: handling the result of request %s failed", event.request_id)
-            finally:
+                # Take what is waiting (up to BATCH) in one go: one lock round trip, not one per event.
+                batch = [self._items.popleft() for _ in range(min(BATCH, len(self._items)))]
+                self._busy += len(batch)
+            for event, size in batch:
+                self._one(event)
                 with self._cond:
                     self._bytes -= size
                     self._busy -= 1
-                    self.depth.set(len(self._items))
-                    self._cond.notify_all()
+            with self._cond:
+                self.depth.set(len(self._items))
+                self._cond.notify_all()
+
+    def _one(self, event: QueryEvent) -> None:
+        try:
+            try:
+                verdict = self.monitor.observe(event)
+            except Exception as exc:  # reported to the proxy, which applies its fail mode
+                self.on_result(event, None, exc)
+            else:
+                self.on_result(event, verdict, None)
+        except Exception:
+            log.exception("monitoring worker: handling the result of request %s failed", event.request_id)
 
     def drain(self, timeout: float = 10.0) -> bool:
         """Wait until every queued event has been monitored; False on timeout."""
