@@ -377,6 +377,7 @@ def test_degrade_verdict_makes_the_next_answers_stricter(tmp_path: Path, upstrea
     async def scenario() -> list[Any]:
         async with guarded(app) as c:
             first = (await post(c, keys["alice"])).json()
+            await app.state.guard.drain()  # the first request's event is monitored before the verdict changes
             mon.levels["key:alice"] = "degrade"
             second = (await post(c, keys["alice"])).json()  # the verdict arrives with this request's event...
             await app.state.guard.drain()  # ... from the monitoring worker, off the request path

@@ -41,6 +41,7 @@ from privaudit.guard.hardening import encode_answer, harden, mode_for, stricter
 from privaudit.guard.identity import AuthError, Identity
 from privaudit.guard.limits import LimitResult, RateLimits
 from privaudit.guard.redact import redact
+from privaudit.guard.upstream import UpstreamError, UpstreamPool
 from privaudit.guard.wire import parse_request, route_matcher
 from privaudit.guard.worker import Monitor, MonitorQueue, NullMonitor, default_monitor
 from privaudit.models._http_protocols import WireFormat, decode, resolve_protocol
@@ -117,6 +118,8 @@ class Guard:
         # bookkeeping costs grow with its queue and its connections: with up to 200 connections the
         # pool itself became the guard's largest cost under a burst, and throughput collapsed.
         slots = config.upstream_connections
+        self._transport = upstream_transport
+        self._pools: dict[str, UpstreamPool] = {}
         self._client = httpx.AsyncClient(transport=upstream_transport, follow_redirects=False,
                                          limits=httpx.Limits(max_connections=slots, max_keepalive_connections=slots))
         if not config.log_http_client:
@@ -161,6 +164,12 @@ class Guard:
         state = self._build_state(config)
         self._limits.configure(config.limits)
         self._state = state
+
+    def _pool(self, base: str) -> UpstreamPool:
+        pool = self._pools.get(base)
+        if pool is None:  # one per upstream URL (a reload may change it)
+            pool = self._pools[base] = UpstreamPool(base, self._state.config.upstream_connections)
+        return pool
 
     def _monitor_failed(self, principal: str) -> bool:
         until = self._failed.get(principal)
@@ -259,11 +268,15 @@ class Guard:
         url = (self._upstream or cfg.upstream or "").rstrip("/") + path
         headers = {"Content-Type": "application/json", "Accept": "application/json", "X-Request-ID": trace.request_id}
         began = time.perf_counter()
+        base = (self._upstream or cfg.upstream or "").rstrip("/")
         try:
             # Client credentials are not forwarded: the model server never sees API keys or tokens.
             async with self._slots:
-                up = await self._client.post(url, content=wire.encode(X), headers=headers, timeout=cfg.timeout)
-        except (httpx.HTTPError, DataError) as exc:
+                if self._transport is None:  # the usual case: our own keep-alive pool (upstream.py)
+                    up: Any = await self._pool(base).post(path, wire.encode(X), trace.request_id, cfg.timeout)
+                else:  # an in-process app (middleware) or a test transport: through httpx
+                    up = await self._client.post(url, content=wire.encode(X), headers=headers, timeout=cfg.timeout)
+        except (httpx.HTTPError, UpstreamError, DataError) as exc:
             log.warning("request %s: upstream %s failed: %s: %s", trace.request_id, redact(url), type(exc).__name__,
                         redact(str(exc)))
             trace.decision = "upstream_error"
@@ -328,6 +341,8 @@ class Guard:
             self.monitor.close()
         finally:
             await self._client.aclose()
+            for pool in self._pools.values():
+                await pool.aclose()
             self._limits.close()
 
 
