@@ -401,9 +401,11 @@ def test_throttle_and_block_refusals_look_exactly_like_an_exhausted_quota(tmp_pa
             for _ in range(20):
                 await post(c, keys["alice"])
             out = {"quota": await post(c, keys["alice"])}
-            await post(c, keys["bob"])  # the first request gets the block verdict back
+            await post(c, keys["bob"])  # the first request gets the block verdict back...
+            await app.state.guard.drain()  # ... once the monitoring worker has seen it
             out["block"] = await post(c, keys["bob"])
             await post(c, keys["free"])
+            await app.state.guard.drain()
             out["throttle-first"] = await post(c, keys["free"])  # a tenth of 20/minute: 2 per minute
             out["throttle-second"] = await post(c, keys["free"])
             out["throttle"] = await post(c, keys["free"])
