@@ -616,10 +616,11 @@ def test_add_key_and_revoke_key_round_trip(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_the_cli_serves_reloads_on_sighup_and_stops_on_sigterm(tmp_path: Path, upstream: str) -> None:
     keys = make_keys(tmp_path / "keys.yaml", {"erin": "default"})
-    port = free_port()
+    port, metrics_port = free_port(), free_port()
     cfg = tmp_path / "guard.yaml"
     cfg.write_text(f"upstream: {upstream}\nlisten: {{port: {port}}}\nidentity: {{api_keys: {{file: keys.yaml}}}}\n"
-                   "limits: {default: 100/minute}\nhardening: {default: {output: label}}\n")
+                   "limits: {default: 100/minute}\nhardening: {default: {output: label}}\n"
+                   f"metrics: {{listen: '127.0.0.1:{metrics_port}'}}\n")
     code = "import sys; from privaudit.guard.cli import guard_app; guard_app(sys.argv[1:])"
     proc = subprocess.Popen([sys.executable, "-c", code, "--config", str(cfg), "--log-level", "info"],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONWARNINGS": "ignore"})
@@ -636,6 +637,9 @@ def test_the_cli_serves_reloads_on_sighup_and_stops_on_sigterm(tmp_path: Path, u
             time.sleep(0.1)
         with httpx.Client(base_url=base) as client:
             assert post(client, keys["erin"]).json() == {"predictions": [0]}  # no classes configured: label indices
+            # Metrics live on their own listener, not on the proxy's port.
+            assert client.get("/metrics").status_code == 404
+            assert "privaudit_guard_requests_total" in httpx.get(f"http://127.0.0.1:{metrics_port}/metrics").text
             subprocess.run([sys.executable, "-c", code, "revoke-key", "erin", "--config", str(cfg)], check=True, capture_output=True)
             proc.send_signal(signal.SIGHUP)
             deadline = time.monotonic() + 10

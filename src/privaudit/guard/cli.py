@@ -56,7 +56,13 @@ def serve(config_path: Path, host: Optional[str] = None, port: Optional[int] = N
     app = build_app(cfg)
     guard = app.state.guard
     metrics_address = cfg.metrics.address()
-    metrics_server = serve_metrics(guard.registry, metrics_address) if metrics_address is not None else None
+    metrics_server = None
+    if metrics_address is not None:
+        try:
+            metrics_server = serve_metrics(guard.registry, metrics_address)
+        except OSError as exc:
+            raise ConfigError(f"{config_path}: metrics.listen: cannot listen on {cfg.metrics.listen}: "
+                              f"{exc.strerror or exc}; choose another host:port, or null for no metrics") from None
     # The monitoring worker is a thread. Every system call on the event loop releases the interpreter
     # and must win it back from the worker; a short switch interval bounds that wait.
     sys.setswitchinterval(SWITCH_INTERVAL)
