@@ -53,6 +53,7 @@ _MIDDLEWARE_UPSTREAM = "http://guarded-app"  # any host: the ASGI transport neve
 # a system call that, with the monitoring worker holding the interpreter, can wait a millisecond).
 _ID_PREFIX = os.urandom(10).hex()
 _ID_COUNTER = itertools.count()
+_MAX_FAILED = 100_000  # principals refused after a monitoring error, before expired ones are swept
 
 
 async def _read_capped(request: Request, cap: int) -> Optional[bytes]:
@@ -319,7 +320,11 @@ class Guard:
             return
         if error is not None:
             if self._state.config.monitoring.on_error == "deny":
-                self._failed[event.principal] = time.monotonic() + self._state.config.monitoring.error_block_seconds
+                now = time.monotonic()
+                if len(self._failed) >= _MAX_FAILED:  # bounded: drop the refusals that have run out
+                    for principal in [p for p, until in list(self._failed.items()) if until <= now]:
+                        self._failed.pop(principal, None)
+                self._failed[event.principal] = now + self._state.config.monitoring.error_block_seconds
             return
         assert verdict is not None
         if verdict.level == "log":
