@@ -448,3 +448,13 @@ def test_a_tampered_cache_entry_is_recomputed_with_a_warning(tmp_path: Path, cap
     assert refs.get("abc") is not None
     (tmp_path / "abc.npy").write_bytes((tmp_path / "abc.npy").read_bytes()[:-8] + np.float64(0.0).tobytes())
     assert refs.get("abc") is None
+
+
+def test_bad_calibration_data_is_one_line_naming_the_key(tmp_path: Path) -> None:
+    from privaudit.errors import ConfigError
+
+    (tmp_path / "words.csv").write_text("a,b\nx,1\n")
+    for path, needle in ((tmp_path / "missing.csv", "no such file"), (tmp_path / "words.csv", "column 'a' is not numeric")):
+        with pytest.raises(ConfigError, match=f"detectors.calibration_data: .*{needle}"):
+            build_monitor({"key_env": KEY_ENV}, {"knn": {}, "calibration_data": str(path)}, LEVELS, [], {"log": False},
+                          learn=True)

@@ -68,7 +68,7 @@ def read_records(path: str, label: str | None, feature_names: list[str] | None) 
         if not pd.api.types.is_numeric_dtype(df[column]):
             raise ConfigError(f"{where}: {path}: column {column!r} is not numeric; drop it or name it as "
                               "detectors.calibration_label")
-    X = df.to_numpy(dtype=np.float64)
+    X: NDArray[np.float64] = np.asarray(df.to_numpy(dtype=np.float64), dtype=np.float64)
     if len(X) == 0 or not np.all(np.isfinite(X)):
         raise ConfigError(f"{where}: {path}: needs at least one record and no empty or infinite values")
     return X
