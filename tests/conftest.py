@@ -118,6 +118,22 @@ def write_breast_cancer(directory: Any, label: str) -> tuple[Any, Any, Any]:
     return directory / "train.csv", directory / "holdout.csv", pd.read_csv(directory / "train.csv")
 
 
+def write_readmission(directory: Any, label: str, n_records: int = 1200) -> tuple[Any, Any, Any]:
+    """Write the bundled hospital table's halves as train.csv / holdout.csv, like write_breast_cancer.
+
+    Its labels carry much chance, so a model that fits its training half exactly (a forest) leaks
+    measurably at these sizes, while a logistic regression does not.
+    """
+    import pandas as pd
+
+    s = datasets.readmission_like(n_records, seed=0)
+    for part, X, y in (("train", s.X_train, s.y_train), ("holdout", s.X_holdout, s.y_holdout)):
+        df = pd.DataFrame(X, columns=list(s.feature_names))
+        df[label] = y
+        df.to_csv(directory / f"{part}.csv", index=False)
+    return directory / "train.csv", directory / "holdout.csv", pd.read_csv(directory / "train.csv")
+
+
 @pytest.fixture
 def plain_terminal(monkeypatch: pytest.MonkeyPatch) -> None:
     """No colours, no debug tracebacks: the output a CI log would show."""

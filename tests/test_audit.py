@@ -45,16 +45,24 @@ def test_report_has_the_stable_keys(report: privaudit.Report) -> None:
     assert m["generalization_gap"] == pytest.approx(m["train_accuracy"] - m["holdout_accuracy"])
 
 
-def test_best_is_the_attack_with_highest_tpr_at_low_fpr(report: privaudit.Report) -> None:
-    best = max(report.membership.attacks, key=lambda a: (a.tpr_at_fpr["0.001"] or -1, a.auc))
-    assert report.membership.best == best.name
+def test_best_is_the_attack_the_verdict_chose_and_judged(report: privaudit.Report) -> None:
+    v = report.membership.verdict
+    assert v is not None and v.status == "leak" and report.membership.best == v.attack
+    finding = next(f for f in report.findings if f.rule_id == "ATLAS-EXF-003")
+    # the summary names that one attack and no other, with the bounds it rests on
+    others = [a.name for a in report.membership.attacks if a.name != v.attack and a.name not in v.attack]
+    assert v.attack in finding.summary and not any(f" {o} " in finding.summary for o in others)
+    assert "TPR >=" in finding.summary and "FPR <=" in finding.summary
 
 
 def test_records_at_risk_are_really_the_exposed_ones(memorised: Case, report: privaudit.Report) -> None:
     # The forest is most certain on the records it fitted; the riskiest rows must be members with
     # risk near 1, and the report never carries their feature values.
+    # Each risk is a lower bound on the precision of calling members at that score: above the prior.
     risks = [r.risk for r in report.membership.records_at_risk]
-    assert risks == sorted(risks, reverse=True) and risks[0] > 0.99
+    assert risks == sorted(risks, reverse=True) and risks[0] > 0.9
+    assert all(r > report.membership.member_prior for r in risks)
+    assert all(r.index < len(memorised.train[0]) for r in report.membership.records_at_risk)
     text = report.to_json_text()
     row = memorised.train[0][report.membership.records_at_risk[0].index]
     assert json.dumps(row.tolist()) not in text

@@ -20,9 +20,9 @@ from privaudit.findings import CheckStatus, Severity
 from privaudit.policy import Suppression, apply_suppressions, find_policy_file, load_settings
 from privaudit.report.schema import Report
 from privaudit.rules import Policy
-from tests.conftest import Run, write_breast_cancer
+from tests.conftest import Run, write_readmission
 
-LABEL = "diagnosis"
+LABEL = "readmitted_30d"
 TREE = "sklearn.tree._tree.Tree"
 FAST = ["--attacks", "loss", "--reference-models", "2", "--jobs", "1", "--no-cache", "--bootstrap", "20",
         "--trust", TREE]
@@ -33,25 +33,25 @@ TODAY = dt.date(2030, 6, 15)
 class Files:
     train: Path
     holdout: Path
-    tree: Path  # fits its training half exactly: gap about 0.06, a weak membership signal
+    forest: Path  # fits its training half: moderate leakage the loss attack alone proves
 
 
 @pytest.fixture(scope="module")
 def files(tmp_path_factory: pytest.TempPathFactory) -> Files:
-    from sklearn.tree import DecisionTreeClassifier
+    from sklearn.ensemble import RandomForestClassifier
 
     d = tmp_path_factory.mktemp("policy-data")
-    train, holdout, df = write_breast_cancer(d, LABEL)
-    sio.dump(DecisionTreeClassifier(random_state=0).fit(df.drop(columns=[LABEL]), df[LABEL]), d / "tree.skops")
-    return Files(train, holdout, d / "tree.skops")
+    train, holdout, df = write_readmission(d, LABEL)
+    sio.dump(RandomForestClassifier(n_estimators=30, random_state=0).fit(df.drop(columns=[LABEL]), df[LABEL]), d / "forest.skops")
+    return Files(train, holdout, d / "forest.skops")
 
 
 @pytest.fixture(scope="module")
-def tree_report(files: Files) -> Report:
+def forest_report(files: Files) -> Report:
     """A real report whose ATLAS-EXF-003 finding fails on two checks (attack_power and overfitting)."""
-    return privaudit.audit(str(files.tree), str(files.train), str(files.holdout), label=LABEL, attacks=["loss"],
+    return privaudit.audit(str(files.forest), str(files.train), str(files.holdout), label=LABEL, attacks=["loss"],
                            reference_models=0, cache_dir=False, n_bootstrap=20, what_if=False, trust=[TREE],
-                           policy=Policy(data_sensitivity="health"))
+                           policy=Policy(data_sensitivity="internal"))
 
 
 @pytest.fixture(autouse=True)
@@ -67,7 +67,7 @@ def write(path: Path, text: str) -> Path:
 
 
 def _audit(f: Files, *extra: Any) -> list[Any]:
-    return ["audit", "--model", f.tree, "--train", f.train, "--holdout", f.holdout, "--label", LABEL, *FAST, *extra]
+    return ["audit", "--model", f.forest, "--train", f.train, "--holdout", f.holdout, "--label", LABEL, *FAST, *extra]
 
 
 def one_error_line(r: Run, *needles: str) -> str:
@@ -96,7 +96,8 @@ def test_privaudit_toml_is_read(tmp_path: Path) -> None:
         fail_on = "medium"
         model_name = "churn"
         max_generalization_gap = 0.02
-        max_auc = 0.6
+        max_tpr_ratio = 3
+        confidence = 0.99
         max_epsilon = 4
 
         [[suppressions]]
@@ -106,7 +107,8 @@ def test_privaudit_toml_is_read(tmp_path: Path) -> None:
     """)
     s = load_settings(cwd=tmp_path)
     assert s.source == tmp_path / "privaudit.toml"
-    assert s.policy == Policy(data_sensitivity="pii", max_generalization_gap=0.02, max_auc=0.6, max_epsilon=4.0)
+    assert s.policy == Policy(data_sensitivity="pii", max_generalization_gap=0.02, max_tpr_ratio=3.0, confidence=0.99,
+                              max_epsilon=4.0)
     assert (s.fail_on, s.model_name) == ("medium", "churn")
     assert s.suppressions == (Suppression(id="ATLAS-EXF-001/churn",
                                           reason="inversion is out of scope for tabular churn data",
@@ -164,8 +166,12 @@ def test_flags_override_the_file(tmp_path: Path) -> None:
     ('max_gap = 0.1\n', ["unknown key 'max_gap'", "max_generalization_gap"]),
     ('data_sensitivity = "secret"\n', ["data_sensitivity", "health"]),
     ('fail_on = "sometimes"\n', ["fail_on"]),
-    ('max_auc = -1\n', ["max_auc"]),
-    ('max_auc = "high"\n', ["max_auc"]),
+    ('max_tpr_ratio = -1\n', ["max_tpr_ratio"]),
+    ('max_tpr_ratio = "high"\n', ["max_tpr_ratio"]),
+    ('max_tpr_ratio = 0.5\n', ["max_tpr_ratio", "at least 1"]),
+    ('confidence = 1.0\n', ["confidence", "below 1"]),
+    ('min_resolved_fpr = 0\n', ["min_resolved_fpr"]),
+    ('max_auc = 0.6\n', ["'max_auc' was removed", "max_tpr_ratio"]),
     ('[[suppressions]]\nid = "A/m"\nexpires = 2031-01-01\n', ["suppressions[0].reason", "required"]),
     ('[[suppressions]]\nid = "A/m"\nreason = "ok"\n', ["suppressions[0].expires", "required"]),
     ('[[suppressions]]\nid = "A/m"\nreason = "  "\nexpires = 2031-01-01\n', ["suppressions[0].reason", "empty"]),
@@ -211,49 +217,49 @@ def _membership(report: Report) -> Any:
     return next(f for f in report.findings if f.rule_id == "ATLAS-EXF-003")
 
 
-def test_the_fixture_fails_on_two_checks(tree_report: Report) -> None:
-    f = _membership(tree_report)
+def test_the_fixture_fails_on_two_checks(forest_report: Report) -> None:
+    f = _membership(forest_report)
     assert f.failed and {c.check for c in f.checks if c.status == CheckStatus.FAIL} == {"attack_power", "overfitting"}
 
 
-def test_finding_suppression(tree_report: Report) -> None:
-    f = _membership(tree_report)
-    rep = apply_suppressions(tree_report, [Suppression(id=f.id, reason="accepted by the DPO", expires=TODAY)], TODAY)
+def test_finding_suppression(forest_report: Report) -> None:
+    f = _membership(forest_report)
+    rep = apply_suppressions(forest_report, [Suppression(id=f.id, reason="accepted by the DPO", expires=TODAY)], TODAY)
     g = _membership(rep)
     assert g.suppressed and g.suppression_reason == "accepted by the DPO" and not g.failed
     assert g.status == "fail" and g.severity == f.severity  # still reported as it is
-    assert rep.regressions == [] and rep.warnings == tree_report.warnings
+    assert rep.regressions == [] and rep.warnings == forest_report.warnings
     assert gate.exit_code(rep, "low") == 0
-    assert gate.exit_code(tree_report, "low") == 1
+    assert gate.exit_code(forest_report, "low") == 1
 
 
-def test_check_suppression_needs_every_failing_check(tree_report: Report) -> None:
-    f = _membership(tree_report)
+def test_check_suppression_needs_every_failing_check(forest_report: Report) -> None:
+    f = _membership(forest_report)
     by_check = {c.check: c for c in f.checks}
     one = [Suppression(id=by_check["overfitting"].id, reason="retraining next sprint", expires=TODAY)]
-    rep = apply_suppressions(tree_report, one, TODAY)
+    rep = apply_suppressions(forest_report, one, TODAY)
     g = _membership(rep)
     assert not g.suppressed and g.failed
     marked = next(c for c in g.checks if c.check == "overfitting")
     assert marked.status == CheckStatus.FAIL  # the check keeps its status; it is marked, not rewritten
     assert marked.data["suppressed"] is True and marked.data["suppression_reason"] == "retraining next sprint"
     both = [*one, Suppression(id=by_check["attack_power"].id, reason="labels only in production", expires=TODAY)]
-    g = _membership(apply_suppressions(tree_report, both, TODAY))
+    g = _membership(apply_suppressions(forest_report, both, TODAY))
     assert g.suppressed and not g.failed
     assert g.suppression_reason == "labels only in production; retraining next sprint"  # in check order
 
 
-def test_a_suppression_holds_through_its_expiry_day(tree_report: Report) -> None:
-    s = Suppression(id=_membership(tree_report).id, reason="r", expires=TODAY)
-    assert _membership(apply_suppressions(tree_report, [s], TODAY)).suppressed
-    rep = apply_suppressions(tree_report, [s], TODAY + dt.timedelta(days=1))
+def test_a_suppression_holds_through_its_expiry_day(forest_report: Report) -> None:
+    s = Suppression(id=_membership(forest_report).id, reason="r", expires=TODAY)
+    assert _membership(apply_suppressions(forest_report, [s], TODAY)).suppressed
+    rep = apply_suppressions(forest_report, [s], TODAY + dt.timedelta(days=1))
     assert not _membership(rep).suppressed
 
 
-def test_expired_suppression_is_reported_and_fails_the_gate(tree_report: Report) -> None:
-    f = _membership(tree_report)
+def test_expired_suppression_is_reported_and_fails_the_gate(forest_report: Report) -> None:
+    f = _membership(forest_report)
     s = Suppression(id=f.id, reason="was fine last year", expires=dt.date(2029, 12, 31))
-    rep = apply_suppressions(tree_report, [s], TODAY)
+    rep = apply_suppressions(forest_report, [s], TODAY)
     assert not _membership(rep).suppressed
     assert [(r.kind, r.id, r.before, r.after) for r in rep.regressions] == [
         ("expired_suppression", f.id, "2029-12-31", "2030-06-15")]
@@ -263,10 +269,10 @@ def test_expired_suppression_is_reported_and_fails_the_gate(tree_report: Report)
     assert gate.exit_code(rep) == 1 and gate.exit_code(rep, "critical") == 1 and gate.exit_code(rep, "never") == 0
 
 
-def test_unmatched_suppression_is_a_warning_only(tree_report: Report) -> None:
-    rep = apply_suppressions(tree_report, [Suppression(id="ATLAS-EXF-003/other-model", reason="r", expires=TODAY)], TODAY)
+def test_unmatched_suppression_is_a_warning_only(forest_report: Report) -> None:
+    rep = apply_suppressions(forest_report, [Suppression(id="ATLAS-EXF-003/other-model", reason="r", expires=TODAY)], TODAY)
     assert any("matches no failing finding" in w for w in rep.warnings)
-    assert rep.regressions == [] and rep.findings == tree_report.findings
+    assert rep.regressions == [] and rep.findings == forest_report.findings
 
 
 # --- through the command line -------------------------------------------------------------------------
@@ -290,7 +296,7 @@ def test_pyproject_policy_through_the_cli(run: Any, files: Files, tmp_path: Path
 @pytest.mark.parametrize(("flags", "code"), [
     ([], 1),
     (["--fail-on", "critical"], 0),  # medium finding, gate at critical
-    (["--data-sensitivity", "public"], 0),  # weak on public data is low, below the file's medium
+    (["--data-sensitivity", "public"], 0),  # moderate on public data is low, below the file's medium
     (["--model-name", "other"], 1),
 ])
 def test_flags_override_the_file_on_the_cli(run: Any, files: Files, tmp_path: Path, flags: list[str], code: int) -> None:
@@ -312,7 +318,7 @@ def test_suppression_through_the_cli(run: Any, files: Files, tmp_path: Path) -> 
         data_sensitivity = "health"
         fail_on = "medium"
         [[suppressions]]
-        id = "ATLAS-EXF-003/tree"
+        id = "ATLAS-EXF-003/forest"
         reason = "serves labels only; see ticket 42"
         expires = 2999-12-31
     """)
@@ -327,7 +333,7 @@ def test_suppression_through_the_cli(run: Any, files: Files, tmp_path: Path) -> 
 def test_expired_suppression_fails_at_default_settings(run: Any, files: Files, tmp_path: Path) -> None:
     write(tmp_path / "privaudit.toml", """
         [[suppressions]]
-        id = "ATLAS-EXF-003/tree"
+        id = "ATLAS-EXF-003/forest"
         reason = "was accepted once"
         expires = 2001-01-01
     """)
@@ -340,7 +346,7 @@ def test_expired_suppression_fails_at_default_settings(run: Any, files: Files, t
 
 
 def test_suppression_without_reason_exits_2(run: Any, files: Files, tmp_path: Path) -> None:
-    write(tmp_path / "privaudit.toml", '[[suppressions]]\nid = "ATLAS-EXF-003/tree"\nexpires = 2999-01-01\n')
+    write(tmp_path / "privaudit.toml", '[[suppressions]]\nid = "ATLAS-EXF-003/forest"\nexpires = 2999-01-01\n')
     one_error_line(run(*_audit(files)), "privaudit.toml", "suppressions[0].reason")
 
 

@@ -44,10 +44,11 @@ FORBIDDEN_TAGS = {"script", "link", "iframe", "frame", "object", "embed", "base"
 
 @pytest.fixture(scope="module")
 def report() -> Report:
-    split = datasets.breast_cancer()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # the demo MLP may stop before converging; it memorises anyway
-        model = datasets.overfit_model().fit(split.X_train, split.y_train)
+    from sklearn.ensemble import RandomForestClassifier
+
+    # A forest fits every training patient of the noisy hospital table: a leak the verdict proves.
+    split = datasets.readmission_like(1600)
+    model = RandomForestClassifier(n_estimators=30, random_state=0).fit(split.X_train, split.y_train)
     return privaudit.audit(model, (split.X_train, split.y_train), (split.X_holdout, split.y_holdout),
                            reference_models=2, cache_dir=False, n_bootstrap=0)
 

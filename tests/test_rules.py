@@ -13,7 +13,7 @@ import privaudit
 from privaudit import datasets
 from privaudit.controls import parse_guard_config
 from privaudit.findings import CheckStatus, Finding, Severity
-from privaudit.report.schema import DPClaim, OperatingPointInfo, Report
+from privaudit.report.schema import DPClaim, MembershipVerdict, Report
 from privaudit.rules import ControlsEvidence, Evidence, Policy, atlas_exf_001, atlas_exf_003, common, evaluate_all
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "severity.md"
@@ -44,26 +44,26 @@ def base() -> Report:
                            reference_models=0, cache_dir=False, n_bootstrap=0, what_if=False, model_name="m")
 
 
-def measured(report: Report, *, tpr: float | None = None, tpr_1pct: float | None = None, auc: float = 0.5,
-             eps: float = 0.0, gap: float = 0.0) -> Report:
-    """One attack with exactly these numbers; tpr is at 0.1 % FPR, tpr_1pct at 1 %."""
-    a = report.membership.attacks[0]
-    tprs = {"0.01": tpr_1pct, "0.001": tpr, "0.0001": None}
-    detail = {k: None if v is None else OperatingPointInfo(tpr=v, fpr_achieved=float(k), threshold=0.0)
-              for k, v in tprs.items()}
-    a = a.model_copy(update={"name": "loss", "auc": auc, "tpr_at_fpr": tprs, "tpr_at_fpr_detail": detail,
-                             "epsilon_lower_bound": eps})
-    m = report.membership.model_copy(update={"attacks": [a], "best": "loss", "generalization_gap": gap,
+def measured(report: Report, *, ratio: float | None = 0.8, status: str = "no_leak", gap: float = 0.0,
+             holdout_needed: int | None = None) -> Report:
+    """A held-out verdict with exactly this lower bound of TPR/FPR (None: unbounded) and status."""
+    v = MembershipVerdict(
+        status=status, attack="loss", fpr=0.001, threshold=0.0, confidence=0.95, margin=2.0, selection_members=1000,
+        selection_nonmembers=1000, members=1000, nonmembers=1000, true_positives=50, false_positives=1,
+        tpr_lower=0.01, fpr_upper=0.01 / ratio if ratio else 0.0, ratio_lower=ratio, epsilon_lower_bound=0.0,
+        resolved_fprs=[0.001, 0.01, 0.1], min_resolved_fpr=0.01, holdout_needed=holdout_needed,
+        message=f"verdict {status} at ratio {ratio}")  # type: ignore[arg-type]
+    m = report.membership.model_copy(update={"verdict": v, "best": "loss", "generalization_gap": gap,
                                              "train_accuracy": 0.9 + gap, "holdout_accuracy": 0.9, "dp_claim": None})
     return report.model_copy(update={"membership": m, "findings": []})
 
 
-# Attack numbers that land on each level with the default policy, one way per measurement.
-POWER = {
-    "none": dict(tpr=0.001, auc=0.50),
-    "weak": dict(tpr=0.0025, auc=0.50),  # 2.5x the FPR: above the policy's 2.0, below 3
-    "moderate": dict(tpr=0.005, auc=0.50),  # 5x
-    "strong": dict(tpr=0.02, auc=0.50),  # 20x
+# Lower bounds of TPR/FPR that land on each level with the default policy (margin 2).
+POWER: dict[str, dict[str, Any]] = {
+    "none": dict(ratio=1.5, status="no_leak"),
+    "weak": dict(ratio=2.5, status="leak"),  # above the policy's 2.0, below 3
+    "moderate": dict(ratio=5.0, status="leak"),
+    "strong": dict(ratio=20.0, status="leak"),
 }
 
 
@@ -84,7 +84,7 @@ def test_tables_in_code_are_the_documented_ones() -> None:
     assert common.SENSITIVITY_COLUMNS == SENS
     assert common.MEMBERSHIP_TABLE == MEMBERSHIP
     assert common.INVERSION_TABLE == INVERSION
-    assert (common.TPR_RATIO, common.AUC, common.EPSILON) == ((10.0, 3.0), (0.75, 0.60), (2.0, 0.5))
+    assert common.TPR_RATIO == (10.0, 3.0)
     assert (common.INVERSION_ADVANTAGE, common.ATTRIBUTE_LEAKAGE) == ((0.5, 0.3), (0.2, 0.1))
 
 
@@ -119,26 +119,38 @@ def test_membership_table_cell(base: Report, level: str, sensitivity: str) -> No
     assert f.failed is (level != "none")
 
 
-@pytest.mark.parametrize(("numbers", "level"), [
-    (dict(auc=0.56), "weak"), (dict(auc=0.60), "moderate"), (dict(auc=0.75), "strong"), (dict(auc=0.55), "none"),
-    (dict(eps=0.1), "weak"), (dict(eps=0.5), "moderate"), (dict(eps=2.0), "strong"),
-    (dict(tpr=0.002), "none"), (dict(tpr=0.004), "moderate"), (dict(tpr=0.01), "strong"),
-    (dict(tpr=None, tpr_1pct=0.05), "moderate"),  # 5x at 1 % FPR when 0.1 % is not resolvable
-    (dict(tpr=None, tpr_1pct=0.10), "strong"),
-    (dict(gap=0.06), "weak"),  # no attack signal, but a gap above the policy's 0.05
-    (dict(gap=0.05), "none"),
-    (dict(auc=0.65, gap=0.5), "moderate"),  # the gap never lifts past weak on its own
+@pytest.mark.parametrize(("numbers", "level", "status"), [
+    (dict(ratio=2.01, status="leak"), "weak", CheckStatus.FAIL),
+    (dict(ratio=3.0, status="leak"), "moderate", CheckStatus.FAIL),
+    (dict(ratio=10.0, status="leak"), "strong", CheckStatus.FAIL),
+    (dict(ratio=None, status="leak"), "strong", CheckStatus.FAIL),  # no false positive can happen: unbounded
+    (dict(ratio=2.0, status="no_leak"), "none", CheckStatus.PASS),  # at the margin is not above it
+    (dict(ratio=0.3, status="unresolved", holdout_needed=200), "none", CheckStatus.UNKNOWN),
+    (dict(ratio=1.2, status="no_leak", gap=0.09), "none", CheckStatus.PASS),  # a gap never lifts attack power
 ])
-def test_membership_power_thresholds(base: Report, numbers: dict[str, Any], level: str) -> None:
-    assert check(membership(measured(base, **numbers)), "attack_power").data["level"] == level
+def test_membership_power_from_the_lower_bound(base: Report, numbers: dict[str, Any], level: str,
+                                               status: CheckStatus) -> None:
+    c = check(membership(measured(base, **numbers)), "attack_power")
+    assert c.data["level"] == level and c.status == status
+    if status == CheckStatus.UNKNOWN:
+        assert c.needs == "needs >= 200 holdout records"
 
 
-def test_policy_moves_the_weak_limit(base: Report) -> None:
-    rep = measured(base, auc=0.53)
-    assert check(membership(rep), "attack_power").data["level"] == "none"
-    strict = Policy(max_auc=0.52)
-    assert check(membership(rep, policy=strict), "attack_power").data["level"] == "weak"
-    assert check(membership(measured(base, gap=0.03), policy=Policy(max_generalization_gap=0.02)), "overfitting").status == CheckStatus.FAIL
+def test_policy_moves_the_margin(base: Report) -> None:
+    rep = measured(base, ratio=2.5, status="leak")
+    assert check(membership(rep), "attack_power").status == CheckStatus.FAIL
+    assert check(membership(rep, policy=Policy(max_tpr_ratio=3.0)), "attack_power").status == CheckStatus.PASS
+
+
+@pytest.mark.parametrize(("gap", "max_gap", "status"), [
+    (0.10, 0.02, CheckStatus.FAIL),  # lower bound about 0.05 on ~285 records a side: above 0.02
+    (0.03, 0.02, CheckStatus.UNKNOWN),  # above the policy as measured, within chance
+    (0.01, 0.02, CheckStatus.PASS),
+])
+def test_overfitting_is_judged_on_its_lower_bound(base: Report, gap: float, max_gap: float, status: CheckStatus) -> None:
+    c = check(membership(measured(base, gap=gap), policy=Policy(max_generalization_gap=max_gap)), "overfitting")
+    assert c.status == status, c.evidence
+    assert c.data["gap_lower_bound"] < gap
 
 
 class WithInversion:
@@ -298,6 +310,9 @@ def test_dp_claim_consistent_and_over_budget(base: Report) -> None:
     rep = measured(base, **POWER["none"])
     ok = membership(_dp(rep, 1.0, 0.2, "consistent"))
     assert check(ok, "differential_privacy").status == CheckStatus.PASS and ok.status == "pass"
+    # a claim the sample could never have refuted is not verified: UNKNOWN, saying what would answer it
+    untested = check(membership(_dp(rep, 6.0, 0.0, "untestable")), "differential_privacy")
+    assert untested.status == CheckStatus.UNKNOWN and untested.needs
     # within the audit's evidence but above the team's budget: a failed control, not a contradiction
     loose = membership(_dp(rep, 10.0, 0.2, "consistent"))
     assert check(loose, "differential_privacy").status == CheckStatus.FAIL and loose.severity == L

@@ -28,7 +28,7 @@ from privaudit.reference import (ReferenceScores, Recipe, ScoreCache, default_ca
 from privaudit.report.schema import (FPR_KEYS, AttackReport, AttributeInferenceSection, InversionSection, DataInfo, Membership, ModelInfo, WhatIfRow,
                                      Provenance, RecordRisk, Report, SkippedAttack, SplitCheck)
 from privaudit.rules import ControlsEvidence, Evidence, Policy, evaluate_all
-from privaudit.scoring import attack_report, best_attack, dp_claim
+from privaudit.scoring import attack_report, dp_claim, membership_verdict, records_at_risk
 from privaudit.splitcheck import check_split
 from privaudit.threads import thread_map
 from privaudit.target import OutputMode, apply_output_mode, detect_output_mode, to_probabilities
@@ -311,14 +311,17 @@ def audit(
     if not results:
         raise NothingAuditable("no attack could run on this target: " + "; ".join(f"{s.name}: {s.reason}" for s in skipped))
 
-    best = best_attack(reports)
-    best_scores = next(r.scores for r in results if r.name == best)
-    risk = metrics.per_record_risk(best_scores, is_member)[:n_train]
-    order = np.argsort(-risk, kind="stable")[:RECORDS_AT_RISK]
+    pol = policy or Policy()
+    verdict, test = membership_verdict(results, data, delta=delta, confidence=pol.confidence, margin=pol.max_tpr_ratio,
+                                       min_resolved_fpr=pol.min_resolved_fpr, seed=seed)
+    best = verdict.attack
+    exposed = [] if best is None else records_at_risk(
+        test, next(r.scores for r in results if r.name == best), data, prior=prior, limit=RECORDS_AT_RISK, seed=seed)
+    order = np.array([i for i, _ in exposed], dtype=np.int64)
     # Keyed with the training data's own hash: the data owner can match rows, while someone holding a
     # candidate record but not the whole training set cannot test it against the report.
-    hashes = rows_sha256(tr.X[order], salt=tr_sha.encode())
-    at_risk = [RecordRisk(index=int(i), risk=float(risk[i]), row_sha256=str(h)) for i, h in zip(order, hashes)]
+    hashes = rows_sha256(tr.X[order], salt=tr_sha.encode()) if len(order) else []
+    at_risk = [RecordRisk(index=i, risk=r, row_sha256=str(h)) for (i, r), h in zip(exposed, hashes)]
     dp = None
     if claimed_epsilon is not None:
         dp = dp_claim(results, data, claimed_epsilon, delta, split.passed, seed)
@@ -328,7 +331,7 @@ def audit(
     membership = Membership(
         attacks=reports, best=best, train_accuracy=train_acc, holdout_accuracy=holdout_acc,
         generalization_gap=metrics.generalization_gap(train_acc, holdout_acc), member_prior=prior,
-        records_at_risk=at_risk, dp_claim=dp, skipped=skipped, reference_recipe=recipe_desc,
+        records_at_risk=at_risk, verdict=verdict, dp_claim=dp, skipped=skipped, reference_recipe=recipe_desc,
         reference_models_trained=0 if refs is None else refs.trained)
     from privaudit import __version__
 
@@ -359,7 +362,6 @@ def audit(
             attribute_section = run_attribute_section(loaded, tr.X, labels_tr, ho.X, labels_ho, column=sensitive,
                                                       feature_names=tr.feature_names, seed=seed, reporter=ui)
     name = model_name or (Path(loaded.path).stem if loaded.path and not loaded.format == "http" else None) or "model"
-    pol = policy or Policy()
     report = Report(
         provenance=Provenance(privaudit_version=__version__, libraries=_versions(), seed=seed,
                               command_line=list(command_line if command_line is not None else sys.argv),

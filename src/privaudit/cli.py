@@ -47,12 +47,10 @@ def demo(
     jobs: Annotated[Optional[int], typer.Option(help="Parallel jobs for reference models (default: all cores).")] = None,
     debug: Annotated[bool, typer.Option(help="Show tracebacks.")] = False,
 ) -> None:
-    """Audit an overfit model on bundled medical data (scikit-learn's breast-cancer set)."""
-    import privaudit
-    from privaudit import datasets
+    """Audit an overfit model on bundled hospital data, then a regularised one on the same data."""
+    from privaudit.demo import run_demo
     from privaudit.report.console import RichReporter, render_summary
     from privaudit.report.findings_console import render_findings
-    from privaudit.rules import Policy
 
     outputs = list(output)
     if outputs:
@@ -64,24 +62,12 @@ def demo(
         except ConfigError:  # the HTML writer is optional; the demo still runs without it
             pass
     console = Console()
-    split = datasets.breast_cancer(seed=0)
-    model = datasets.overfit_model(seed=0)
-    console.print("Training an overfit MLP on half of the breast-cancer data (the other half is held out)...")
-    import warnings
 
-    from sklearn.exceptions import ConvergenceWarning
+    def show(report: Any) -> None:
+        render_summary(report, console)
+        render_findings(report, console)
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ConvergenceWarning)
-        model.fit(split.X_train, split.y_train)
-    with RichReporter() as ui:
-        report = privaudit.audit(model, (split.X_train, split.y_train), (split.X_holdout, split.y_holdout),
-                                 reference_models=4, seed=0, jobs=jobs, claimed_epsilon=1.0, reporter=ui,
-                                 cache_dir=False, model_name="demo-breast-cancer-mlp",
-                                 policy=Policy(data_sensitivity="health"))
-    render_summary(report, console)
-    _write_outputs(report, outputs, console)
-    render_findings(report, console)
+    run_demo(console, RichReporter, jobs=jobs, show=show, write=lambda r: _write_outputs(r, outputs, console))
 
 
 @app.command()

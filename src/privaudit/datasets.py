@@ -30,6 +30,48 @@ def breast_cancer(seed: int = 0) -> Split:
     return Split(Xtr, ytr.astype(np.int64), Xho, yho.astype(np.int64), names, "diagnosis")
 
 
+READMISSION_FEATURES: tuple[str, ...] = (
+    "age", "bmi", "systolic_bp", "diastolic_bp", "cholesterol", "hdl", "glucose", "hba1c", "creatinine",
+    "heart_rate", "smoker", "diabetic", "prior_admissions", "length_of_stay", "medications", "discharged_home")
+
+
+def readmission_like(n_records: int = 4000, *, seed: int = 0) -> Split:
+    """A synthetic hospital table: 30-day readmission from 16 clinical measurements, split in half.
+
+    The label depends on the measurements through a smooth risk score plus a large share of chance
+    (as readmission does), so a flexible model that fits its training half exactly must memorise
+    individual patients: the demo's overfit model leaks, and a regularised one need not.
+    """
+    if n_records < 4:
+        raise ValueError(f"n_records must be >= 4, got {n_records}")
+    rng = np.random.default_rng(seed)
+    n = n_records
+    age = np.clip(rng.normal(64.0, 15.0, n), 18.0, 99.0).round()
+    bmi = np.clip(rng.normal(28.0, 5.5, n), 15.0, 60.0).round(1)
+    systolic = np.clip(rng.normal(110.0 + 0.4 * age + 0.5 * (bmi - 28.0), 16.0), 80.0, 220.0).round()
+    diastolic = np.clip(0.45 * systolic + rng.normal(22.0, 8.0, n), 40.0, 130.0).round()
+    cholesterol = np.clip(rng.normal(195.0 + 0.3 * (age - 64.0), 38.0), 100.0, 400.0).round()
+    hdl = np.clip(rng.normal(52.0 - 0.6 * (bmi - 28.0), 13.0), 15.0, 120.0).round()
+    diabetic = (rng.random(n) < 0.12 + 0.012 * np.clip(bmi - 25.0, 0.0, None)).astype(np.float64)
+    glucose = np.clip(rng.normal(98.0 + 55.0 * diabetic, 18.0 + 20.0 * diabetic), 55.0, 400.0).round()
+    hba1c = np.clip(4.2 + 0.016 * glucose + rng.normal(0.0, 0.45, n), 4.0, 14.0).round(1)
+    creatinine = np.clip(rng.lognormal(np.log(0.8 + 0.006 * (age - 40.0)), 0.3), 0.3, 8.0).round(2)
+    heart_rate = np.clip(rng.normal(76.0, 12.0, n), 40.0, 150.0).round()
+    smoker = (rng.random(n) < 0.2).astype(np.float64)
+    prior = rng.poisson(0.4 + 0.02 * np.clip(age - 50.0, 0.0, None) + 0.5 * diabetic).astype(np.float64)
+    stay = np.clip(rng.gamma(2.0, 2.0 + 0.03 * (age - 40.0)), 1.0, 60.0).round()
+    medications = rng.poisson(3.0 + 0.05 * (age - 40.0) + 2.0 * diabetic).astype(np.float64)
+    home = (rng.random(n) < 0.85 - 0.004 * np.clip(age - 60.0, 0.0, None)).astype(np.float64)
+    risk = (0.025 * (age - 64.0) + 0.45 * prior + 0.06 * (stay - 4.0) + 0.5 * diabetic * (hba1c > 7.5)
+            + 0.6 * (creatinine - 1.0) + 0.015 * (systolic - 135.0) + 0.3 * smoker - 0.5 * home
+            + 0.08 * (medications - 5.0) + 0.02 * (heart_rate - 76.0) - 0.6)
+    y = (risk + rng.logistic(0.0, 1.0, n) > 0).astype(np.int64)
+    X = np.column_stack([age, bmi, systolic, diastolic, cholesterol, hdl, glucose, hba1c, creatinine, heart_rate,
+                         smoker, diabetic, prior, stay, medications, home]).astype(np.float64)
+    half = n // 2
+    return Split(X[:half], y[:half], X[half:], y[half:], READMISSION_FEATURES, "readmitted_30d")
+
+
 def purchase_like(n_records: int = 20_000, *, n_features: int = 600, n_classes: int = 100, flip: float = 0.25,
                   seed: int = 0) -> Split:
     """A Purchase-100-like task: binary features, many classes, each class a noisy copy of a prototype.
@@ -48,7 +90,7 @@ def purchase_like(n_records: int = 20_000, *, n_features: int = 600, n_classes: 
 
 
 def overfit_model(seed: int = 0) -> Any:
-    """The demo's target: an unregularised MLP that fits its training half perfectly."""
+    """The demo's leaky target: a wide MLP with no weight decay, trained until it fits every record."""
     from sklearn.neural_network import MLPClassifier
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
@@ -105,3 +147,12 @@ def warfarin_like(n_records: int = 4000, *, seed: int = 0, label_depends_on_sens
     y = np.digitize(dose, [27.0, 37.0]).astype(np.int64)
     X = np.column_stack([age, height, weight, ancestry, genotype, female, amiodarone, inducer]).astype(np.float64)
     return X, y, WARFARIN_FEATURES, WARFARIN_SENSITIVE
+
+
+def regularised_model(seed: int = 0) -> Any:
+    """The demo's private-enough counterpart: a strongly regularised logistic regression."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    return make_pipeline(StandardScaler(), LogisticRegression(C=0.05, max_iter=1000, random_state=seed))

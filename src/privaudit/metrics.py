@@ -21,6 +21,7 @@ __all__ = [
     "EpsilonBound",
     "OperatingPoint",
     "accuracy",
+    "accuracy_gap_lower_bound",
     "advantage",
     "auc",
     "clopper_pearson",
@@ -30,7 +31,9 @@ __all__ = [
     "generalization_gap",
     "per_record_risk",
     "ppv",
+    "rate_bounds",
     "roc_curve",
+    "selection_mask",
     "tpr_at_fpr",
     "tpr_at_fprs",
 ]
@@ -270,6 +273,50 @@ def _cp_upper(k: IntArray | int, n: int, level: float) -> FloatArray:
     return np.where(full, 1.0, upper)
 
 
+def _cp_lower(k: IntArray | int, n: int | IntArray, level: float) -> FloatArray:
+    """One-sided Clopper-Pearson lower bounds at ``level`` for k successes out of n, vectorised."""
+    k_arr, n_arr = np.broadcast_arrays(np.asarray(k, dtype=np.int64), np.asarray(n, dtype=np.int64))
+    none = k_arr <= 0
+    # beta(0, .) is undefined; those entries are 0 below, so any valid shape will do.
+    lower = np.asarray(stats.beta.ppf(1.0 - level, np.where(none, 1, k_arr), n_arr - k_arr + 1), dtype=np.float64)
+    return np.where(none, 0.0, lower)
+
+
+def rate_bounds(true_positives: ArrayLike, n_members: int, false_positives: ArrayLike, n_nonmembers: int,
+                confidence: float = 0.95) -> tuple[FloatArray, FloatArray]:
+    """Lower TPR and upper FPR bounds holding jointly at ``confidence`` (Clopper & Pearson 1934, Bonferroni)."""
+    n1 = _check_count("n_members", n_members, 1)
+    n0 = _check_count("n_nonmembers", n_nonmembers, 1)
+    level = 1.0 - (1.0 - _check_open_unit("confidence", confidence)) / 2.0
+    tp = np.asarray(true_positives, dtype=np.int64)
+    fp = np.asarray(false_positives, dtype=np.int64)
+    if (tp < 0).any() or (tp > n1).any() or (fp < 0).any() or (fp > n0).any():
+        raise ValueError("counts must lie between 0 and the group sizes")
+    return _cp_lower(tp, n1, level), _cp_upper(fp, n0, level)
+
+
+def accuracy_gap_lower_bound(correct_train: int, n_train: int, correct_holdout: int, n_holdout: int,
+                             confidence: float = 0.95) -> float:
+    """Lower bound of train minus holdout accuracy, exact binomial bounds with Bonferroni (Clopper & Pearson 1934)."""
+    lo, hi = rate_bounds(correct_train, n_train, correct_holdout, n_holdout, confidence)
+    return float(lo) - float(hi)
+
+
+def selection_mask(is_member: ArrayLike, fraction: float = 0.5,
+                   seed: int | np.random.Generator = 0) -> BoolArray:
+    """A random selection part, stratified by membership; the rest is kept for judgement (Nasr et al. 2021)."""
+    m = np.asarray(is_member, dtype=np.bool_)
+    fraction = _check_open_unit("fraction", fraction)
+    rng = np.random.default_rng(seed)
+    selected = np.zeros(m.shape[0], dtype=np.bool_)
+    for group, name in ((np.flatnonzero(m), "members"), (np.flatnonzero(~m), "non-members")):
+        if group.shape[0] < 2:
+            raise ValueError(f"need at least 2 {name} to split into selection and evaluation parts")
+        n_sel = min(max(int(math.floor(fraction * group.shape[0] + 0.5)), 1), group.shape[0] - 1)
+        selected[rng.permutation(group)[:n_sel]] = True
+    return selected
+
+
 def _log_ratio(num: FloatArray, den: FloatArray) -> FloatArray:
     out = np.zeros(np.broadcast(num, den).shape, dtype=np.float64)
     positive = num > 0
@@ -337,13 +384,7 @@ def epsilon_lower_bound(scores: ArrayLike, is_member: ArrayLike, delta: float = 
     d = _check_delta(delta)
     confidence = _check_open_unit("confidence", confidence)
     fraction = _check_open_unit("selection_fraction", selection_fraction)
-    rng = np.random.default_rng(seed)
-    selected = np.zeros(s.shape[0], dtype=np.bool_)
-    for group, name in ((np.flatnonzero(m), "members"), (np.flatnonzero(~m), "non-members")):
-        if group.shape[0] < 2:
-            raise ValueError(f"need at least 2 {name} to split into selection and evaluation parts")
-        n_sel = min(max(int(math.floor(fraction * group.shape[0] + 0.5)), 1), group.shape[0] - 1)
-        selected[rng.permutation(group)[:n_sel]] = True
+    selected = selection_mask(m, fraction, seed)
     # Bonferroni: each of the two one-sided bounds gets half of the allowed error.
     level = 1.0 - (1.0 - confidence) / 2.0
     s_eval, m_eval = s[~selected], m[~selected]

@@ -67,6 +67,8 @@ PolicyFile = create_model(  # type: ignore[call-overload]
     suppressions=(list[Suppression], []),
     **_fields,
 )
+REMOVED_KEYS = {"max_auc": ("attack_power is now a held-out test at low FPRs rather than a threshold on AUC; "
+                           "set max_tpr_ratio (the margin) and confidence instead -- see docs/severity.md")}
 TOP_KEYS = ("data_sensitivity", "fail_on", "model_name", *THRESHOLD_KEYS, "suppressions")
 
 
@@ -127,7 +129,9 @@ def _describe(exc: ValidationError) -> str:
     loc = _loc(tuple(err["loc"]))
     in_suppression = bool(err["loc"]) and err["loc"][0] == "suppressions"
     allowed = ", ".join(Suppression.model_fields) if in_suppression else ", ".join(TOP_KEYS)
-    if err["type"] == "extra_forbidden":
+    if err["type"] == "extra_forbidden" and loc in REMOVED_KEYS:
+        text = f"key '{loc}' was removed: {REMOVED_KEYS[loc]}"
+    elif err["type"] == "extra_forbidden":
         text = f"unknown key '{loc}' (allowed: {allowed})"
     elif err["type"] == "missing":
         text = f"key '{loc}' is required" + (" (each suppression needs id, reason and expires)" if in_suppression else "")
@@ -173,6 +177,14 @@ def load_settings(policy_file: Path | None = None, *, cwd: Path | None = None, f
     parsed = read_policy_file(source) if source is not None else PolicyFile()
     values: dict[str, Any] = {k: getattr(parsed, k) for k in THRESHOLD_KEYS if getattr(parsed, k) is not None}
     values["data_sensitivity"] = data_sensitivity or parsed.data_sensitivity or Policy().data_sensitivity
+    label = str(source) if source is not None else "policy"
+    if not 0.5 <= values.get("confidence", 0.95) < 1:
+        raise ConfigError(f"{label}: key 'confidence' must be at least 0.5 and below 1, got {values['confidence']}")
+    if not 0 < values.get("min_resolved_fpr", 0.01) <= 1:
+        raise ConfigError(f"{label}: key 'min_resolved_fpr' must be above 0 and at most 1, got {values['min_resolved_fpr']}")
+    if values.get("max_tpr_ratio", 2.0) < 1:
+        raise ConfigError(f"{label}: key 'max_tpr_ratio' must be at least 1 (1 = any provable leak fails), "
+                          f"got {values['max_tpr_ratio']}")
     return Settings(policy=Policy(**values), fail_on=fail_on or parsed.fail_on or DEFAULT_FAIL_ON,
                     model_name=model_name or parsed.model_name, suppressions=tuple(parsed.suppressions), source=source)
 

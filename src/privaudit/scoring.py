@@ -7,10 +7,10 @@ from typing import Any, Literal, Protocol
 import numpy as np
 from numpy.typing import NDArray
 
-from privaudit import metrics
+from privaudit import metrics, verdict
 from privaudit.attacks.membership import AttackResult
-from privaudit.report.schema import (FPR_KEYS, AttackReport, ClassSlice, DPClaim, OperatingPointInfo, RocCurve,
-                                     ScoreHistogram)
+from privaudit.report.schema import (FPR_KEYS, AttackReport, ClassSlice, DPClaim, MembershipVerdict,
+                                     OperatingPointInfo, RocCurve, ScoreHistogram)
 
 FPRS = tuple(float(k) for k in FPR_KEYS)
 
@@ -68,15 +68,67 @@ def roc_and_histogram(s: NDArray[np.float64], m: NDArray[np.bool_]) -> tuple[Roc
     return roc, hist
 
 
-def best_attack(reports: list[AttackReport]) -> str | None:
-    if not reports:
-        return None
+PRIMARY_FPR = 0.001  # the FPR the report leads with (Carlini et al. 2022)
 
-    def key(r: AttackReport) -> tuple[float, float]:
-        t = r.tpr_at_fpr.get("0.001")
-        return (-1.0 if t is None else t, r.auc)
 
-    return max(reports, key=key).name
+def _pct(x: float) -> str:
+    return f"{100 * x:.2g}%" if x < 0.01 else f"{100 * x:.1f}%"
+
+
+def verdict_message(t: verdict.HeldOutTest) -> str:
+    """One sentence a reader can check against the verdict's numbers; names one attack."""
+    conf = f"{t.confidence:.0%}"
+    if t.attack is None:
+        return (f"no attack could be judged: the {t.nonmembers} evaluation non-members resolve no FPR of "
+                f"{', '.join(f'{f:g}' for f in verdict.VERDICT_FPRS)}; needs >= {t.holdout_needed} holdout records")
+    where = (f"{t.attack} at {_pct(t.fpr or 0)} FPR, judged on {t.members} members and {t.nonmembers} non-members "
+             "not used to choose it")
+    bounds = f"TPR >= {_pct(t.tpr_lower)} while FPR <= {_pct(t.fpr_upper)} ({conf} confidence)"
+    if t.status == "leak":
+        return (f"{where}: {bounds}, {t.ratio_lower:.1f}x the FPR (margin {t.margin:g}x); "
+                f"epsilon lower bound {t.epsilon_lower_bound:.2f}")
+    resolved = ", ".join(_pct(f) for f in t.resolved_fprs)
+    text = f"{where}: {bounds}, not above {t.margin:g}x the FPR; no leakage shown at {resolved} FPR"
+    if t.status == "unresolved":
+        text += f"; a PASS at {_pct(t.min_resolved_fpr)} FPR needs >= {t.holdout_needed} holdout records"
+    elif PRIMARY_FPR not in t.resolved_fprs:
+        need = verdict.holdout_needed(PRIMARY_FPR, margin=t.margin, confidence=t.confidence)
+        text += f" (testing {_pct(PRIMARY_FPR)} FPR would need >= {need} holdout records)"
+    return text
+
+
+def membership_verdict(results: list[AttackResult], data: Game, *, delta: float, confidence: float, margin: float,
+                       min_resolved_fpr: float, seed: int) -> tuple[MembershipVerdict, verdict.HeldOutTest]:
+    """The held-out test over every attack that ran (see privaudit.verdict)."""
+    t = verdict.held_out_test({r.name: r.scores for r in results}, data.is_member, delta=delta,
+                              confidence=confidence, margin=margin, min_resolved_fpr=min_resolved_fpr, seed=seed)
+    return MembershipVerdict(
+        status=t.status, attack=t.attack, fpr=t.fpr,
+        threshold=None if t.threshold is None else float(np.clip(t.threshold, -1e300, 1e300)),
+        confidence=t.confidence, margin=t.margin, selection_members=t.selection_members,
+        selection_nonmembers=t.selection_nonmembers, members=t.members, nonmembers=t.nonmembers,
+        true_positives=t.true_positives, false_positives=t.false_positives, tpr_lower=t.tpr_lower,
+        fpr_upper=t.fpr_upper, ratio_lower=None if not np.isfinite(t.ratio_lower) else t.ratio_lower,
+        epsilon_lower_bound=t.epsilon_lower_bound, resolved_fprs=list(t.resolved_fprs),
+        min_resolved_fpr=t.min_resolved_fpr, holdout_needed=t.holdout_needed, message=verdict_message(t)), t
+
+
+def records_at_risk(test: verdict.HeldOutTest, scores: NDArray[np.float64], data: Game, *, prior: float,
+                    limit: int, seed: int) -> list[tuple[int, float]]:
+    """Training records whose calibrated risk exceeds the prior, most exposed first; none without a leak.
+
+    A record's risk is the lower bound of the precision of calling members at its score, counted on
+    the evaluation half (see :func:`privaudit.verdict.precision_lower_bounds`).
+    """
+    if not test.rejected:
+        return []
+    judge = verdict.evaluation_mask(data.is_member, seed)
+    members = np.flatnonzero(data.is_member)
+    risk = verdict.precision_lower_bounds(scores[members], scores[judge], data.is_member[judge], prior=prior,
+                                          confidence=test.confidence)
+    exposed = np.flatnonzero(risk > prior)
+    order = exposed[np.lexsort((-scores[members][exposed], -risk[exposed]))][:limit]
+    return [(int(members[i]), float(risk[i])) for i in order]
 
 
 def dp_claim(results: list[AttackResult], data: Game, claimed: float, delta: float, split_passed: bool,
@@ -89,17 +141,41 @@ def dp_claim(results: list[AttackResult], data: Game, claimed: float, delta: flo
         if b.epsilon_lower_bound > best_eps:
             best_eps, best_name = b.epsilon_lower_bound, r.name
     exceeded = best_eps > claimed
-    verdict: Literal["consistent", "contradicted", "indicative"]
-    if not exceeded:
-        verdict = "consistent"
-        msg = f"epsilon claimed {claimed:g}, lower bound measured {best_eps:.3f} -- consistent with the claim"
+    n1, n0 = int(data.is_member.sum()), int((~data.is_member).sum())
+    # The bound is computed on half of each group: what a perfect attack could show on that half.
+    reach = metrics.epsilon_max_measurable(max(n1 // 2, 1), max(n0 // 2, 1), delta, confidence=confidence)
+    outcome: Literal["consistent", "contradicted", "indicative", "untestable"]
+    if not exceeded and reach <= claimed:
+        outcome = "untestable"
+        need = _records_to_test(claimed, delta, confidence)
+        msg = (f"epsilon claimed {claimed:g} cannot be tested here: even a perfect attack could show at most "
+               f"epsilon >= {reach:.2f} with {n1} members and {n0} non-members; testing it needs about {need:,} of each")
+    elif not exceeded:
+        outcome = "consistent"
+        msg = (f"epsilon claimed {claimed:g}, lower bound measured {best_eps:.3f} (this sample could show up to "
+               f"{reach:.2f}) -- the audit found nothing against the claim")
     elif split_passed:
-        verdict = "contradicted"
+        outcome = "contradicted"
         msg = (f"epsilon claimed {claimed:g} but the audit shows epsilon >= {best_eps:.3f} at {confidence:.1%} "
                f"confidence ({best_name}): this model cannot be ({claimed:g}, {delta:g})-differentially private")
     else:
-        verdict = "indicative"
+        outcome = "indicative"
         msg = (f"epsilon claimed {claimed:g}, measured lower bound {best_eps:.3f} exceeds it, but the split check "
                "failed, so this is indicative only")
     return DPClaim(claimed_epsilon=claimed, delta=delta, epsilon_lower_bound=best_eps, attack=best_name,
-                   confidence=confidence, verdict=verdict, contradicted=verdict == "contradicted", message=msg)
+                   confidence=confidence, verdict=outcome, contradicted=outcome == "contradicted", message=msg)
+
+
+def _records_to_test(claimed: float, delta: float, confidence: float) -> int:
+    """Members (and as many non-members) a perfect attack needs to show epsilon above ``claimed``."""
+    n = 16
+    while metrics.epsilon_max_measurable(n // 2, n // 2, delta, confidence=confidence) <= claimed and n < 10**12:
+        n *= 2
+    lo, hi = n // 2, n
+    while hi - lo > max(1, lo // 100):
+        mid = (lo + hi) // 2
+        if metrics.epsilon_max_measurable(mid // 2, mid // 2, delta, confidence=confidence) > claimed:
+            hi = mid
+        else:
+            lo = mid
+    return hi

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -46,6 +47,12 @@ class RichReporter:
         self._progress.update(self._tasks[task], completed=completed, total=total)
 
 
+LEGEND = ("[dim]TPR@x%FPR: share of training records an attack flags while wrongly flagging x% of holdout records; "
+          "n/a: too few holdout records to measure that FPR.\n"
+          "eps lower bound / max: the DP epsilon the attack proves at 95% confidence / the most this sample could "
+          "prove.  * the attack the verdict chose on half the records and judged on the other half.[/dim]")
+
+
 def _pct(v: float | None) -> str:
     return "n/a" if v is None else f"{100 * v:.2f}%"
 
@@ -64,6 +71,11 @@ def render_summary(report: Report, console: Console) -> None:
                       _pct(a.tpr_at_fpr["0.0001"]), f"{a.epsilon_lower_bound:.2f} / {a.epsilon_max_measurable:.2f}",
                       str(a.queries), f"{a.seconds:.2f}")
     console.print(table)
+    console.print(LEGEND, highlight=False)
+    if m.verdict is not None:
+        colour = {"leak": "red", "no_leak": "green", "unresolved": "yellow"}[m.verdict.status]
+        label = {"leak": "leakage shown", "no_leak": "no leakage shown", "unresolved": "undecided"}[m.verdict.status]
+        console.print(f"[{colour}]Verdict: {label}[/{colour}] -- {escape(m.verdict.message)}", highlight=False)
     console.print(f"* strongest attack: {m.best}.  Train accuracy {m.train_accuracy:.3f}, holdout {m.holdout_accuracy:.3f}, "
                   f"gap {m.generalization_gap:+.3f}.  Split check: {'passed' if report.split_check.passed else 'FAILED'} "
                   f"({report.split_check.message}).", highlight=False)
@@ -71,7 +83,8 @@ def render_summary(report: Report, console: Console) -> None:
         console.print(f"[dim]skipped {s.name}: {s.reason}[/dim]", highlight=False)
     if m.records_at_risk:
         top = ", ".join(f"#{r.index} ({r.risk:.3f})" for r in m.records_at_risk[:5])
-        console.print(f"Most exposed training rows (0-based, risk): {top}", highlight=False)
+        console.print(f"Most exposed training rows (0-based; risk = lower bound of the chance a record flagged at "
+                      f"that score is a member): {top}", highlight=False)
     if m.dp_claim is not None:
         colour = "red" if m.dp_claim.verdict != "consistent" else "green"
         console.print(f"[{colour}]DP claim {m.dp_claim.verdict}:[/{colour}] {m.dp_claim.message}", highlight=False)

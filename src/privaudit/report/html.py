@@ -304,11 +304,15 @@ def build_verdict(report: Report) -> dict[str, Any]:
     m = report.membership
     best = next((a for a in m.attacks if a.name == m.best), None)
     explain: list[str] = []
+    v = m.verdict
+    if best is not None and v is not None and v.status == "leak":
+        explain.append(f"On {v.members + v.nonmembers:,} records kept aside from choosing it, the strongest attack "
+                       f"({best.name}) picked out at least {_pct(v.tpr_lower)} of the training records while wrongly "
+                       f"flagging at most {_pct(v.fpr_upper)} of records the model never saw "
+                       f"({v.confidence:.0%} confidence). Guessing cannot pick out more than it wrongly flags.")
+    elif v is not None and v.status == "unresolved":
+        explain.append(f"Too few records to rule a leak out: {v.message}.")
     if best is not None:
-        t1 = best.tpr_at_fpr.get("0.01")
-        if t1 is not None:
-            explain.append(f"The strongest attack ({best.name}) picked out {_pct(t1)} of the training records while "
-                           f"wrongly flagging only 1% of records the model never saw. Guessing would pick out 1%.")
         explain.append(f"Its AUC is {best.auc:.3f}, where 0.5 is a coin toss and 1.0 is a perfect attack.")
     if report.findings and not failed:
         explain.append(f"None of the {len(m.attacks)} attacks told training records apart well enough to fail "

@@ -73,8 +73,35 @@ class AttackReport(_Model):
 class RecordRisk(_Model):
     index: int
     set: Literal["train"] = "train"
+    # A lower bound (at the verdict's confidence) on the chance that a record called a member at this
+    # record's score really is one, under the report's member prior; see docs/report.md.
     risk: float
     row_sha256: str
+
+
+class MembershipVerdict(_Model):
+    """The held-out test behind attack_power: chosen on one half of the records, judged on the other."""
+
+    status: Literal["leak", "no_leak", "unresolved"]
+    attack: str | None
+    fpr: float | None
+    threshold: float | None
+    confidence: float
+    margin: float
+    selection_members: int
+    selection_nonmembers: int
+    members: int
+    nonmembers: int
+    true_positives: int
+    false_positives: int
+    tpr_lower: float
+    fpr_upper: float
+    ratio_lower: float | None  # None stands for an unbounded ratio (no false positive possible)
+    epsilon_lower_bound: float
+    resolved_fprs: list[float]
+    min_resolved_fpr: float
+    holdout_needed: int | None
+    message: str
 
 
 class DPClaim(_Model):
@@ -83,7 +110,7 @@ class DPClaim(_Model):
     epsilon_lower_bound: float
     attack: str | None
     confidence: float
-    verdict: Literal["consistent", "contradicted", "indicative"]
+    verdict: Literal["consistent", "contradicted", "indicative", "untestable"]
     contradicted: bool
     message: str
 
@@ -101,6 +128,7 @@ class Membership(_Model):
     generalization_gap: float
     member_prior: float
     records_at_risk: list[RecordRisk]
+    verdict: MembershipVerdict | None = None
     dp_claim: DPClaim | None = None
     skipped: list[SkippedAttack] = []
     reference_recipe: str | None = None

@@ -40,8 +40,10 @@ class Policy:
     data_sensitivity: str = "internal"
     max_generalization_gap: float = 0.05
     max_epsilon: float = 8.0
-    max_tpr_ratio: float = 2.0  # TPR at 0.1 % FPR divided by 0.1 %; above this the attack "works"
-    max_auc: float = 0.55
+    # attack_power FAILs when TPR's lower bound exceeds this many times FPR's upper bound (privaudit.verdict).
+    max_tpr_ratio: float = 2.0
+    confidence: float = 0.95  # of every bound a verdict rests on
+    min_resolved_fpr: float = 0.01  # a PASS needs a sample that resolves this FPR, else UNKNOWN
     max_inversion_advantage: float = 0.2  # evaluator accuracy on reconstructions above chance
     max_attribute_leakage: float = 0.05
 

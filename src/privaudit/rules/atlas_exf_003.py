@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from privaudit import metrics
 from privaudit.findings import Check, CheckStatus, Finding, Severity
 from privaudit.rules import Evidence, RuleMeta, register_rule
 from privaudit.rules import common
@@ -42,32 +43,55 @@ RULE = RuleMeta(
 )
 
 
+def _attack_power(ev: Evidence) -> Check:
+    m, cid = ev.report.membership, common.check_id(RULE, "attack_power", ev.model_name)
+    title = "Membership attacks do no better than chance"
+    v = m.verdict
+    if v is None:
+        return Check(id=cid, check="attack_power", title=title, status=CheckStatus.UNKNOWN,
+                     evidence="this report has no held-out membership test", needs="re-run the audit with this version")
+    text = v.message
+    if not ev.report.split_check.passed:
+        text += "; the split check failed, so this may reflect how the data was split rather than the model"
+    # The margin is the policy's, so a stored report re-judged under another policy follows that policy.
+    if common.proves_leakage(v, ev.policy):
+        status = CheckStatus.FAIL
+    else:
+        status = CheckStatus.UNKNOWN if v.holdout_needed is not None else CheckStatus.PASS
+    return Check(id=cid, check="attack_power", title=title, status=status, evidence=text,
+                 needs=None if v.holdout_needed is None or status != CheckStatus.UNKNOWN else
+                 f"needs >= {v.holdout_needed} holdout records",
+                 data={"level": common.membership_power(m, ev.policy), "best": m.best,
+                       "tpr_lower": v.tpr_lower, "fpr_upper": v.fpr_upper, "ratio_lower": v.ratio_lower,
+                       "epsilon_lower_bound": v.epsilon_lower_bound, "confidence": v.confidence})
+
+
+def _overfitting(ev: Evidence) -> Check:
+    m, d, pol = ev.report.membership, ev.report.data, ev.policy
+    cid = common.check_id(RULE, "overfitting", ev.model_name)
+    lower = metrics.accuracy_gap_lower_bound(round(m.train_accuracy * d.train), d.train,
+                                             round(m.holdout_accuracy * d.holdout), d.holdout, pol.confidence)
+    text = (f"train accuracy {m.train_accuracy:.3f}, holdout {m.holdout_accuracy:.3f}: gap {m.generalization_gap:.3f}, "
+            f"at least {lower:.3f} at {pol.confidence:.0%} confidence (policy: at most {pol.max_generalization_gap})")
+    if lower > pol.max_generalization_gap:
+        status, needs = CheckStatus.FAIL, None
+    elif m.generalization_gap <= pol.max_generalization_gap:
+        status, needs = CheckStatus.PASS, None
+    else:  # above the policy as measured, but the sample cannot tell it from chance
+        status, needs = CheckStatus.UNKNOWN, "more train and holdout records, to tell the gap from chance"
+    return Check(id=cid, check="overfitting", title="Train-holdout accuracy gap within policy", status=status,
+                 evidence=text, needs=needs, data={"gap": m.generalization_gap, "gap_lower_bound": lower})
+
+
 @register_rule(RULE)
 def evaluate(ev: Evidence) -> Finding:
     m = ev.report.membership
     pol = ev.policy
-    level, why = common.membership_power(m, pol)
-    best = next((a for a in m.attacks if a.name == m.best), None)
-    if best is not None:
-        ratio, key = common.tpr_ratio(best)
-        power_text = (f"strongest attack {best.name}: AUC {best.auc:.3f}, "
-                      + (f"TPR {ratio * float(key):.2%} at {float(key):.1%} FPR, " if ratio is not None else "")
-                      + f"epsilon lower bound {best.epsilon_lower_bound:.2f}; power {level} ({why})")
-    else:
-        power_text = "no attack ran"
-    if not ev.report.split_check.passed:
-        power_text += "; the split check failed, so these numbers may reflect the split rather than the model"
+    level = common.membership_power(m, pol)
+    power = _attack_power(ev)
     checks: list[Check] = [
-        Check(id=common.check_id(RULE, "attack_power", ev.model_name), check="attack_power",
-              title="Membership attacks do no better than chance",
-              status=CheckStatus.PASS if level == "none" else CheckStatus.FAIL, evidence=power_text,
-              data={"level": level, "best": m.best}),
-        Check(id=common.check_id(RULE, "overfitting", ev.model_name), check="overfitting",
-              title="Train-holdout accuracy gap within policy",
-              status=CheckStatus.PASS if m.generalization_gap <= pol.max_generalization_gap else CheckStatus.FAIL,
-              evidence=(f"train accuracy {m.train_accuracy:.3f}, holdout {m.holdout_accuracy:.3f}, gap "
-                        f"{m.generalization_gap:.3f} (policy: at most {pol.max_generalization_gap})"),
-              data={"gap": m.generalization_gap}),
+        power,
+        _overfitting(ev),
         common.confidence_exposure(RULE, ev),
         common.differential_privacy(RULE, ev),
         Check(id=common.check_id(RULE, "tested", ev.model_name), check="tested",
@@ -79,8 +103,11 @@ def evaluate(ev: Evidence) -> Finding:
     ]
     severity = common.severity_from_table(common.MEMBERSHIP_TABLE, level, pol.data_sensitivity)
     reason = f"attack power {level} on {pol.data_sensitivity} data"
-    if level == "none" and any(c.status == CheckStatus.FAIL for c in checks):
-        severity, reason = Severity.LOW, "no measurable attack, but a control is missing"
+    if level != "none" and m.verdict is not None:
+        reason += f" (TPR provably at least {m.verdict.ratio_lower or float('inf'):.1f}x the FPR)"
+    failed = [c.check for c in checks if c.status == CheckStatus.FAIL]
+    if level == "none" and failed:
+        severity, reason = Severity.LOW, f"no leakage shown by the attacks, but a check failed: {', '.join(failed)}"
     dp = m.dp_claim
     if dp is not None and dp.contradicted and not severity.at_least(Severity.HIGH):
         severity, reason = Severity.HIGH, reason + "; a differential-privacy claim is contradicted by the audit"
@@ -90,5 +117,5 @@ def evaluate(ev: Evidence) -> Finding:
         common.answer(RULE.audit_questions[2], checks, ["confidence_exposure"]),
         common.answer(RULE.audit_questions[3], checks, ["tested", "attack_power"]),
     ]
-    summary = f"Membership inference: {power_text}."
+    summary = f"Membership inference: {power.evidence}."
     return common.finding(RULE, ev, checks, severity, reason, summary, answers, core=("attack_power",))

@@ -5,6 +5,7 @@ The tables here are the ones documented in docs/severity.md; tests check them ce
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from privaudit.findings import AuditAnswer, Check, CheckStatus, Finding, Severity
@@ -27,10 +28,9 @@ INVERSION_TABLE: dict[str, tuple[Severity, ...]] = {
 }
 SENSITIVITY_COLUMNS = ("public", "internal", "pii", "health", "financial")
 
-# Attack-power thresholds: (strong, moderate). "weak" uses the policy's own pass limits.
+# Attack-power thresholds: (strong, moderate). "weak" uses the policy's own pass limits. Membership power
+# is read from the held-out test's lower bound of TPR/FPR, never from a point estimate.
 TPR_RATIO = (10.0, 3.0)
-AUC = (0.75, 0.60)
-EPSILON = (2.0, 0.5)
 INVERSION_ADVANTAGE = (0.5, 0.3)
 ATTRIBUTE_LEAKAGE = (0.2, 0.1)
 
@@ -52,33 +52,21 @@ def level_of(value: float | None, strong: float, moderate: float, weak: float) -
     return 0
 
 
-def tpr_ratio(attack: Any) -> tuple[float | None, str]:
-    """TPR divided by the FPR it was measured at, at 0.1 % FPR when resolvable, else at 1 %."""
-    for key in ("0.001", "0.01"):
-        tpr = attack.tpr_at_fpr.get(key)
-        if tpr is not None:
-            return tpr / float(key), key
-    return None, ""
+def membership_power(membership: Any, policy: Policy) -> str:
+    """The attack-power level the held-out test proved: none unless it rejected "no leakage"."""
+    v = membership.verdict
+    if not proves_leakage(v, policy):
+        return "none"
+    ratio = math.inf if v.ratio_lower is None else v.ratio_lower
+    return LEVELS[max(level_of(ratio, *TPR_RATIO, policy.max_tpr_ratio), 1)]
 
 
-def membership_power(membership: Any, policy: Policy) -> tuple[str, str]:
-    """The attack-power level of the strongest measurement, and a sentence saying which one set it."""
-    best_level, reason = 0, "no attack beat chance"
-    for a in membership.attacks:
-        ratio, key = tpr_ratio(a)
-        candidates = [
-            (level_of(ratio, *TPR_RATIO, policy.max_tpr_ratio),
-             f"{a.name}: TPR at {float(key):.1%} FPR is {ratio:.1f}x the FPR" if ratio is not None else ""),
-            (level_of(a.auc, *AUC, policy.max_auc), f"{a.name}: AUC {a.auc:.3f}"),
-            (level_of(a.epsilon_lower_bound, *EPSILON, 0.0), f"{a.name}: epsilon lower bound {a.epsilon_lower_bound:.2f}"),
-        ]
-        for lvl, why in candidates:
-            if lvl > best_level:
-                best_level, reason = lvl, why
-    gap = membership.generalization_gap
-    if best_level == 0 and gap > policy.max_generalization_gap:
-        best_level, reason = 1, f"generalization gap {gap:.3f} above the policy's {policy.max_generalization_gap}"
-    return LEVELS[best_level], reason
+def proves_leakage(verdict: Any, policy: Policy) -> bool:
+    """Did the held-out test show TPR's lower bound above the policy's margin times FPR's upper bound?"""
+    if verdict is None or verdict.attack is None:
+        return False
+    ratio = math.inf if verdict.ratio_lower is None else verdict.ratio_lower
+    return bool(ratio > policy.max_tpr_ratio)
 
 
 def check_id(rule: RuleMeta, check: str, model_name: str) -> str:
@@ -140,8 +128,12 @@ def differential_privacy(rule: RuleMeta, ev: Evidence) -> Check:
                      needs="pass --claimed-epsilon (and --delta) if the model was trained with DP")
     within = dp.claimed_epsilon <= ev.policy.max_epsilon
     ok = within and dp.verdict != "contradicted"
-    text = f"epsilon claimed {dp.claimed_epsilon:g} (policy allows up to {ev.policy.max_epsilon:g}), lower bound measured {dp.epsilon_lower_bound:.3f} -- {dp.verdict}"
-    return Check(id=cid, check="differential_privacy", title=title, status=CheckStatus.PASS if ok else CheckStatus.FAIL,
+    text = (f"epsilon claimed {dp.claimed_epsilon:g} (policy allows up to {ev.policy.max_epsilon:g}); {dp.message}")
+    status = CheckStatus.PASS if ok else CheckStatus.FAIL
+    needs = None
+    if ok and dp.verdict == "untestable":  # within policy, but nothing here could have refuted it
+        status, needs = CheckStatus.UNKNOWN, "more records, or the training run's privacy accounting, to check the claim"
+    return Check(id=cid, check="differential_privacy", title=title, status=status, needs=needs,
                  evidence=text, data={"claimed_epsilon": dp.claimed_epsilon, "epsilon_lower_bound": dp.epsilon_lower_bound,
                                       "verdict": dp.verdict})
 
