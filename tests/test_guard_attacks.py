@@ -458,3 +458,41 @@ def test_bad_calibration_data_is_one_line_naming_the_key(tmp_path: Path) -> None
         with pytest.raises(ConfigError, match=f"detectors.calibration_data: .*{needle}"):
             build_monitor({"key_env": KEY_ENV}, {"knn": {}, "calibration_data": str(path)}, LEVELS, [], {"log": False},
                           learn=True)
+
+
+def test_the_upstream_pool_reads_chunked_answers_and_survives_a_server_closing_idle_connections() -> None:
+    from privaudit.guard.upstream import UpstreamError, UpstreamPool
+
+    seen: list[bytes] = []
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await reader.readuntil(b"\r\n\r\n")
+        length = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
+        seen.append(head + await reader.readexactly(length))
+        writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\n{\"a\":\r\n2\r\n1}\r\n0\r\n\r\n")
+        await writer.drain()
+        await asyncio.sleep(0.05)
+        writer.close()  # an idle keep-alive connection closed by the server, without saying so
+        await writer.wait_closed()
+
+    async def scenario() -> list[Any]:
+        server = await asyncio.start_server(handle, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        pool = UpstreamPool(f"http://user:{SECRET}@127.0.0.1:{port}", 4)
+        first = await pool.post("/v1/models/m:predict", b'{"instances": [[1]]}', "r1", 5.0)
+        await asyncio.sleep(0.2)
+        second = await pool.post("/v1/models/m:predict", b"{}", "r2", 5.0)  # the stale connection is retried
+        await asyncio.sleep(0.2)
+        server.close()
+        await server.wait_closed()
+        try:
+            await pool.post("/x", b"{}", "r3", 5.0)
+        except UpstreamError as exc:
+            down = str(exc)
+        await pool.aclose()
+        return [first.json(), second.status_code, down]
+
+    first, second, down = asyncio.run(scenario())
+    assert first == {"a": 1} and second == 200 and "cannot connect" in down
+    assert len(seen) == 2 and b"X-Request-ID: r2" in seen[1]
+    assert b"Authorization: Basic " in seen[0] and SECRET.encode() not in seen[0]  # base64, never in the clear

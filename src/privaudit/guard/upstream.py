@@ -142,6 +142,10 @@ class UpstreamPool:
         while self._idle:
             _, writer = self._idle.pop()
             writer.close()
+            try:
+                await writer.wait_closed()
+            except OSError:
+                pass
 
 
 class _Stale(Exception):
