@@ -171,19 +171,33 @@ def inversion(report: Any, sensitivity: str = "internal", controls: ControlsEvid
                                            controls=controls))
 
 
-# Two classes, so chance is 0.5; the advantage is accuracy - 0.5.
-INV_ACCURACY = {"none": 0.6, "weak": 0.75, "moderate": 0.85, "strong": 1.0}
+# Ten classes (chance 0.1) and 100 reconstructions; the level follows the accuracy's 95 % lower bound
+# (one-sided 97.5 %): 30 -> 0.21, 45 -> 0.35, 60 -> 0.50, 80 -> 0.71 recognised.
+INV_ACCURACY = {"none": 0.30, "weak": 0.45, "moderate": 0.60, "strong": 0.80}
+
+
+def _ten_classes(report: Report) -> Report:
+    return report.model_copy(update={"model": report.model.model_copy(update={"classes": [str(i) for i in range(10)]})})
+
+
+def _inverted(accuracy: float, n: int = 100) -> dict[str, Any]:
+    return {"mode": "white-box", "attack_accuracy": accuracy, "queries_total": 100, "classes": [{}] * n}
 
 
 @pytest.mark.parametrize("level", list(INVERSION))
 @pytest.mark.parametrize("sensitivity", SENS)
 def test_inversion_table_cell(base: Report, level: str, sensitivity: str) -> None:
-    assert len(base.model.classes) == 2
-    rep = WithInversion(base, inversion={"mode": "whitebox", "attack_accuracy": INV_ACCURACY[level], "queries_total": 100})
+    rep = WithInversion(_ten_classes(base), inversion=_inverted(INV_ACCURACY[level]))
     f = inversion(rep, sensitivity)
     assert f.severity == INVERSION[level][SENS.index(sensitivity)]
     assert check(f, "inversion_attack").status == (CheckStatus.PASS if level == "none" else CheckStatus.FAIL)
     assert f.status == ("pass" if level == "none" else "fail")
+
+
+def test_few_reconstructions_are_unknown_not_a_verdict(base: Report) -> None:
+    # Two classes, both recognised: chance is 0.5 and two guesses cannot rule it out.
+    c = check(inversion(WithInversion(base, inversion=_inverted(1.0, n=2))), "inversion_attack")
+    assert c.status == CheckStatus.UNKNOWN and c.needs and "2 reconstructions" in c.needs
 
 
 @pytest.mark.parametrize(("leakage", "expected"), [(0.04, I), (0.06, H), (0.1, C), (0.2, C)])

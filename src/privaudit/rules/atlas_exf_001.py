@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from privaudit import metrics
 from privaudit.findings import Check, CheckStatus, Finding, Severity
 from privaudit.rules import Evidence, RuleMeta, register_rule
 from privaudit.rules import common
@@ -60,14 +61,30 @@ def _inversion_level(inv: Any, attr: Any, n_classes: int, ev: Evidence) -> tuple
                             status=CheckStatus.PASS, evidence=f"inversion not possible: {inv.get('reason', 'label-only output')}"))
     else:
         acc = float(inv.get("attack_accuracy") or 0.0)
-        adv = acc - 1.0 / max(n_classes, 1)
-        lvl = common.level_of(adv, *common.INVERSION_ADVANTAGE, pol.max_inversion_advantage)
-        levels.append(lvl)
+        chance = 1.0 / max(n_classes, 1)
+        n = len(inv.get("classes") or []) or n_classes  # one reconstruction per inverted class
+        hits = round(acc * n)
+        # The evaluator's accuracy is a binomial count over n reconstructions: the level follows its
+        # lower confidence bound, so a lucky handful of guesses is not a finding.
+        acc_low = float(metrics.rate_bounds(hits, n, 0, n, pol.confidence)[0])
+        best_low = float(metrics.rate_bounds(n, n, 0, n, pol.confidence)[0])
+        adv_low = acc_low - chance
+        lvl = common.level_of(adv_low, *common.INVERSION_ADVANTAGE, pol.max_inversion_advantage)
+        text = (f"{inv.get('mode')} inversion: an independent evaluator recognised {hits} of {n} reconstructions "
+                f"({acc:.0%}; at least {acc_low:.0%} at {pol.confidence:.0%} confidence, chance {chance:.0%}) with "
+                f"{inv.get('queries_total', 0)} queries")
+        if lvl:
+            status, needs = CheckStatus.FAIL, None
+            levels.append(lvl)
+        elif best_low - chance <= pol.max_inversion_advantage:
+            status, needs = CheckStatus.UNKNOWN, (f"{n} reconstructions cannot show recognition beyond chance by "
+                                                  f"{pol.max_inversion_advantage:g}; invert more classes")
+        else:
+            status, needs = CheckStatus.PASS, None
         checks.append(Check(id=cid, check="inversion_attack", title="Class reconstructions are not recognisable",
-                            status=CheckStatus.FAIL if lvl else CheckStatus.PASS,
-                            evidence=(f"{inv.get('mode')} inversion: an independent evaluator recognised {acc:.0%} of "
-                                      f"reconstructions ({adv:+.0%} over chance) with {inv.get('queries_total', 0)} queries"),
-                            data={"attack_accuracy": acc}))
+                            status=status, evidence=text, needs=needs,
+                            data={"attack_accuracy": acc, "accuracy_lower_bound": acc_low,
+                                  "reconstructions": n}))
     cid = common.check_id(RULE, "attribute_inference", ev.model_name)
     if attr is None:
         checks.append(Check(id=cid, check="attribute_inference", title="A sensitive attribute cannot be inferred via the model",
