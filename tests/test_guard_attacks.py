@@ -496,3 +496,11 @@ def test_the_upstream_pool_reads_chunked_answers_and_survives_a_server_closing_i
     assert first == {"a": 1} and second == 200 and "cannot connect" in down
     assert len(seen) == 2 and b"X-Request-ID: r2" in seen[1]
     assert b"Authorization: Basic " in seen[0] and SECRET.encode() not in seen[0]  # base64, never in the clear
+
+
+def test_the_audit_does_not_count_calibration_data_as_a_detector() -> None:
+    from privaudit.controls import parse_guard_config
+
+    only = parse_guard_config({"detectors": {"calibration_data": "x.csv"}}, "guard.yaml")
+    both = parse_guard_config({"detectors": {"calibration_data": "x.csv", "knn": {}}}, "guard.yaml")
+    assert not only.probing_detection and both.detectors == ("knn",)
