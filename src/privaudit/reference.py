@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import inspect
+import io
 import os
 import warnings
 from dataclasses import dataclass
@@ -21,8 +22,9 @@ from typing import Any, Callable
 import numpy as np
 from numpy.typing import NDArray
 
+from privaudit.cache_hmac import cache_key, sign, verified
 from privaudit.errors import ConfigError
-from privaudit.fileio import atomic_write_npy
+from privaudit.fileio import atomic_write_npy, atomic_write_text
 
 CACHE_VERSION = "1"
 
@@ -231,6 +233,7 @@ class ScoreCache:
 
     def __init__(self, directory: Path | None) -> None:
         self.directory = directory
+        self._mac_key = None if directory is None else cache_key(directory)  # entries are signed
 
     def key(self, recipe: Recipe, data_fp: str, seed: int, index: int) -> str:
         return _sha(CACHE_VERSION, recipe.fingerprint, data_fp, str(seed), str(index))
@@ -240,14 +243,19 @@ class ScoreCache:
             return None
         path = self.directory / f"{key}.npy"
         try:
-            return np.asarray(np.load(path, allow_pickle=False), dtype=np.float64)
+            raw = path.read_bytes()
+            if not verified(self._mac_key, path.with_suffix(".mac").read_text(), key.encode(), raw, what=str(path)):
+                return None
+            return np.asarray(np.load(io.BytesIO(raw), allow_pickle=False), dtype=np.float64)
         except (OSError, ValueError):
             return None  # missing or damaged entries are simply retrained
 
     def put(self, key: str, value: NDArray[np.float64]) -> None:
-        if self.directory is None:
+        if self.directory is None or self._mac_key is None:
             return
-        atomic_write_npy(self.directory / f"{key}.npy", value)
+        path = self.directory / f"{key}.npy"
+        atomic_write_npy(path, value)
+        atomic_write_text(path.with_suffix(".mac"), sign(self._mac_key, key.encode(), path.read_bytes()))
 
 
 def train_reference_models(
