@@ -9,6 +9,7 @@ from typing import Annotated, Any, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from privaudit.errors import ConfigError, PrivauditError
 
@@ -90,6 +91,10 @@ def audit(
     trainer: Annotated[Optional[str], typer.Option(help="module:function with fn(X, y, seed) -> fitted model, for reference models.")] = None,
     seed: Annotated[int, typer.Option(help="Seed for every random choice.")] = 0,
     jobs: Annotated[Optional[int], typer.Option(help="Parallel jobs (default: all cores).")] = None,
+    backend: Annotated[str, typer.Option(help="Where reference models train: local (processes) or ray (see docs/scale.md).")] = "local",
+    ray_address: Annotated[Optional[str], typer.Option("--ray-address", help="Ray cluster to use, e.g. ray://head:10001 (default: start a local Ray instance).")] = None,
+    ref_cpus: Annotated[Optional[float], typer.Option("--ref-cpus", help="Ray: CPUs each reference model reserves (default 1).")] = None,
+    ref_gpus: Annotated[Optional[float], typer.Option("--ref-gpus", help="Ray: GPUs each reference model reserves (default 0).")] = None,
     claimed_epsilon: Annotated[Optional[float], typer.Option("--claimed-epsilon", help="The epsilon the model claims (DP).")] = None,
     delta: Annotated[float, typer.Option(help="The delta of the DP claim and of the epsilon lower bound.")] = 1e-5,
     allow_pickle: Annotated[bool, typer.Option("--allow-pickle", help="Allow loading pickle/joblib files (runs their code).")] = False,
@@ -147,7 +152,8 @@ def audit(
             n_bootstrap=bootstrap, model_name=settings.model_name, policy=settings.policy, controls=controls,
             inversion=inversion, image_shape=_image_shape(image_shape), sensitive=sensitive,
             inversion_budget=inversion_budget, include_records=include_records,
-            command_line=["privaudit", *(_ARGV if _ARGV is not None else sys.argv[1:])])
+            command_line=["privaudit", *(_ARGV if _ARGV is not None else sys.argv[1:])],
+            backend=backend, ray_address=ray_address, ref_cpus=ref_cpus, ref_gpus=ref_gpus)
         report = apply_suppressions(report, settings.suppressions)
         if base is not None:
             report, skipped = apply_baseline(report, base, baseline or "")
@@ -239,7 +245,8 @@ def main(argv: list[str] | None = None) -> None:
     except PrivauditError as exc:
         if debug:
             raise
-        Console(stderr=True).print(f"[bold red]error:[/bold red] {exc}", highlight=False, soft_wrap=True)
+        # Messages are plain text: a bracket in them (privaudit[ray], a file name) is not rich markup.
+        Console(stderr=True).print(f"[bold red]error:[/bold red] {escape(str(exc))}", highlight=False, soft_wrap=True)
         sys.exit(exc.exit_code)
     except (typer.Exit, SystemExit) as exc:
         code = getattr(exc, "exit_code", getattr(exc, "code", 0))
