@@ -69,8 +69,8 @@ class RayBackend:
     def _train(self, ray: Any, job: TrainingJob, todo: list[int]) -> Iterator[tuple[int, NDArray[np.float64]]]:
         # One copy of the pool in the object store, shared by every task (and every node that runs one).
         X, y, masks = ray.put(job.X), ray.put(job.y), ray.put(job.masks)
-        task = ray.remote(_train_one).options(num_cpus=self.cpus, num_gpus=self.gpus, max_retries=self.retries,
-                                              retry_exceptions=True)
+        task = ray.remote(num_cpus=self.cpus, num_gpus=self.gpus, max_retries=self.retries,
+                          retry_exceptions=True)(_train_one)
         limit = self.jobs if self.jobs and self.jobs > 0 else len(todo)
         pending: dict[Any, int] = {}
         try:
