@@ -52,7 +52,7 @@ def problem() -> tuple[Any, np.ndarray, np.ndarray, int]:
 
     s = datasets.purchase_like(2000, n_features=200, n_classes=20, flip=0.3, seed=SEED)
     X, y = np.vstack([s.X_train, s.X_holdout]), np.r_[s.y_train, s.y_holdout].astype(np.int64)
-    mlp = MLPClassifier(hidden_layer_sizes=(64,), max_iter=80, random_state=SEED)
+    mlp = MLPClassifier(hidden_layer_sizes=(64,), max_iter=200, random_state=SEED)
     return recipe_from_estimator(mlp, target_fingerprint="bench-scale", feature_names=None), X, y, 20
 
 
@@ -100,9 +100,19 @@ def ray_noop_cost(X: np.ndarray, y: np.ndarray, n_classes: int, n_tasks: int) ->
     return (time.perf_counter() - start) / n_tasks
 
 
+def grid(recipe: Any, X: np.ndarray, y: np.ndarray, n_classes: int, ks: tuple[int, ...], workers: int, name: str,
+         backend: Any, runs: dict[tuple[str, int, int], list[float]], scores: dict[tuple[str, int, int], np.ndarray]) -> None:
+    timed(recipe, X, y, n_classes, workers, backend)  # warm-up: the backend starts its worker processes
+    for k in ks:
+        seconds, scores[name, workers, k] = timed(recipe, X, y, n_classes, k, backend)
+        runs.setdefault((name, workers, k), []).append(seconds)
+        print(f"{name:6} workers={workers} K={k}: {seconds:.2f} s", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--repeats", type=int, default=3, help="runs of the whole grid; the tables show their median")
     args = parser.parse_args()
     import ray
 
@@ -115,37 +125,38 @@ def main() -> None:
             "joblib workers (2 at once)": per_model_cost(recipe, X, y, n_classes, repeats, "joblib")}
     serial = [wall for wall, _ in cost["this process"]]
     t_model = statistics.median(serial)
-    rows: dict[tuple[str, int, int], float] = {}
+    runs: dict[tuple[str, int, int], list[float]] = {}
     scores: dict[tuple[str, int, int], np.ndarray] = {}
-    startup: dict[int, float] = {}
+    startup: dict[int, list[float]] = {1: [], 2: []}
     noop: dict[int, float] = {}
-    for workers in (1, 2):
-        local = make_backend("local", BackendOptions(jobs=workers))
-        timed(recipe, X, y, n_classes, workers, local)  # warm-up: joblib starts its worker processes
-        for k in ks:
-            rows["local", workers, k], scores["local", workers, k] = timed(recipe, X, y, n_classes, k, local)
-            print(f"local  workers={workers} K={k}: {rows['local', workers, k]:.2f} s", flush=True)
-        start = time.perf_counter()
-        ray.init(num_cpus=workers, include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR)
-        startup[workers] = time.perf_counter() - start
-        try:
-            on_ray = make_backend("ray", BackendOptions())
-            timed(recipe, X, y, n_classes, workers, on_ray)  # warm-up: Ray starts its worker processes
-            for k in ks:
-                rows["ray", workers, k], scores["ray", workers, k] = timed(recipe, X, y, n_classes, k, on_ray)
-                print(f"ray    workers={workers} K={k}: {rows['ray', workers, k]:.2f} s", flush=True)
-            noop[workers] = ray_noop_cost(X, y, n_classes, 16 if args.quick else 32)
-            if workers == 1:
-                cost["a Ray task (1 at a time)"] = per_model_cost(recipe, X, y, n_classes, repeats, "ray")
-        finally:
-            ray.shutdown()
+    for rep in range(args.repeats):
+        # Alternate which backend goes first, so a drift in the machine's load does not favour one of them.
+        for workers in (1, 2):
+            for name in (("local", "ray") if rep % 2 == 0 else ("ray", "local")):
+                if name == "local":
+                    grid(recipe, X, y, n_classes, ks, workers, "local", make_backend("local", BackendOptions(jobs=workers)),
+                         runs, scores)
+                    continue
+                start = time.perf_counter()
+                ray.init(num_cpus=workers, include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR)
+                startup[workers].append(time.perf_counter() - start)
+                try:
+                    grid(recipe, X, y, n_classes, ks, workers, "ray", make_backend("ray", BackendOptions()), runs, scores)
+                    if rep == 0:
+                        noop[workers] = ray_noop_cost(X, y, n_classes, 16 if args.quick else 32)
+                        if workers == 1:
+                            cost["a Ray task (1 at a time)"] = per_model_cost(recipe, X, y, n_classes, repeats, "ray")
+                finally:
+                    ray.shutdown()
     identical = all(np.array_equal(scores[key], scores["local", 1, key[2]]) for key in scores)
     wall = time.perf_counter() - t0
-    write(args.quick, ks, started, wall, load_start, load(), serial, t_model, rows, startup, noop, identical, X, cost)
+    rows = {key: statistics.median(v) for key, v in runs.items()}
+    write(args.quick, ks, started, wall, load_start, load(), serial, t_model, rows, runs, startup, noop, identical, X, cost)
 
 
 def write(quick: bool, ks: tuple[int, ...], started: str, wall: float, load_start: str, load_end: str,
-          serial: list[float], t_model: float, rows: dict[tuple[str, int, int], float], startup: dict[int, float],
+          serial: list[float], t_model: float, rows: dict[tuple[str, int, int], float],
+          runs: dict[tuple[str, int, int], list[float]], startup: dict[int, list[float]],
           noop: dict[int, float], identical: bool, X: np.ndarray, cost: dict[str, list[tuple[float, float]]]) -> None:
     name = "scale-quick" if quick else "scale"
     lines = header("Reference-model training: local processes and Ray", [SEED], started, wall, ("ray", "joblib"),
@@ -155,7 +166,7 @@ def write(quick: bool, ks: tuple[int, ...], started: str, wall: float, load_star
     lines += ["## Setup", "",
               f"- Pool: `datasets.purchase_like(2000, n_features=200, n_classes=20, flip=0.3, seed={SEED})`, train and "
               f"holdout stacked: {X.shape[0]} records x {X.shape[1]} features ({X.nbytes / 2**20:.1f} MiB as float64).",
-              "- Recipe: `MLPClassifier(hidden_layer_sizes=(64,), max_iter=80)` cloned per model "
+              "- Recipe: `MLPClassifier(hidden_layer_sizes=(64,), max_iter=200)` cloned per model "
               "(`recipe_from_estimator`); each model trains on its half and scores the whole pool, on one BLAS thread.",
               "- Timed: `train_reference_models(..., cache=ScoreCache(None), backend=...)`, wall clock, after one "
               "warm-up call per backend and worker count (so worker processes already exist: that start-up is "
@@ -170,9 +181,17 @@ def write(quick: bool, ks: tuple[int, ...], started: str, wall: float, load_star
     body = []
     for k in ks:
         l1, l2, r1, r2 = rows["local", 1, k], rows["local", 2, k], rows["ray", 1, k], rows["ray", 2, k]
-        body.append([k, f"{l1:.2f}", f"{l2:.2f}", f"{r1:.2f}", f"{r2:.2f}", f"{l1 / l2:.2f}x", f"{r1 / r2:.2f}x",
-                     f"{r2 / l2:.2f}x the time"])
-    lines += ["## Training time", ""] + table(head, body)
+        cells = [f"{rows[key]:.2f} ({min(runs[key]):.2f}-{max(runs[key]):.2f})"
+                 for key in (("local", 1, k), ("local", 2, k), ("ray", 1, k), ("ray", 2, k))]
+        body.append([k, *cells, f"{l1 / l2:.2f}x", f"{r1 / r2:.2f}x", f"{r2 / l2:.2f}x the time"])
+    n_runs = len(next(iter(runs.values())))
+    lines += ["## Training time", "",
+              f"Median of {n_runs} runs of the whole grid (min-max in brackets); ratios are between medians.", ""]
+    lines += table(head, body)
+    lines += ["Speed-up is the 1-worker time over the 2-worker time on the same backend. On two dedicated cores it "
+              "would approach 2x for models this long; here two workers share the two cores with the other jobs "
+              "behind the load average above, so a second worker mostly competes for the same CPU share, and each "
+              "single run can be off by tens of per cent (see the ranges).", ""]
     lines += ["## Why wall times on this machine mislead", "",
               "Wall and CPU seconds of one model, measured inside the process that trains it (median of "
               f"{len(serial)} models, min-max in brackets):", ""]
@@ -180,7 +199,7 @@ def write(quick: bool, ks: tuple[int, ...], started: str, wall: float, load_star
                    [[where, f"{statistics.median(w for w, _ in v):.2f} ({min(w for w, _ in v):.2f}-{max(w for w, _ in v):.2f})",
                      f"{statistics.median(c for _, c in v):.2f} ({min(c for _, c in v):.2f}-{max(c for _, c in v):.2f})"]
                     for where, v in cost.items()])
-    lines += ["A model costs the same CPU time wherever it runs; its wall time is that CPU time stretched by however "
+    lines += ["A model costs about the same CPU time wherever it runs; its wall time is that CPU time stretched by however "
               "much of a core the process gets on a machine running many other jobs on its 2 cores (see the load "
               "above). The differences between the backends' wall times in the table above are mostly that share, "
               "not work either backend does or saves; the CPU seconds per model are the number to project from. "
@@ -194,7 +213,8 @@ def write(quick: bool, ks: tuple[int, ...], started: str, wall: float, load_star
               "- Ray minus local, per model, same K and workers: "
               + "; ".join(f"{w} worker{'s' if w > 1 else ''}: " + ", ".join(f"K={k} {d:+.3f} s" for k, d in zip(ks, per_task[w]))
                           for w in (1, 2)) + " (noise on this loaded machine is of the same order).",
-              f"- Starting a local Ray instance (`ray.init`): {startup[1]:.1f} s (1 CPU), {startup[2]:.1f} s (2 CPUs); "
+              f"- Starting a local Ray instance (`ray.init`): median {statistics.median(startup[1]):.1f} s (1 CPU), "
+              f"{statistics.median(startup[2]):.1f} s (2 CPUs), over {len(startup[1])} starts each; "
               "paid once per audit when privaudit starts Ray itself, not when it joins a running cluster.", ""]
     cpu_model = statistics.median(c for _, c in cost["this process"])
     lines += projection(cpu_model, noop[1], X)
@@ -203,7 +223,7 @@ def write(quick: bool, ks: tuple[int, ...], started: str, wall: float, load_star
     (RESULTS / f"{name}.json").write_text(json.dumps({
         "load_start": load_start, "load_end": load_end, "per_model_seconds": serial, "per_model_wall_cpu": cost, "identical": identical,
         "startup_seconds": startup, "noop_task_seconds": noop,
-        "times": [{"backend": b, "workers": w, "k": k, "seconds": s} for (b, w, k), s in rows.items()]}, indent=2))
+        "times": [{"backend": b, "workers": w, "k": k, "seconds": s} for (b, w, k), s in runs.items()]}, indent=2))
     print(f"wrote {path}")
 
 
@@ -224,10 +244,13 @@ def projection(t_model: float, overhead: float, X: np.ndarray) -> list[str]:
              f"({X.shape[0]} x 20 float64 = {X.shape[0] * 20 * 8 / 2**10:.0f} KiB per model). On one 2-core machine like this "
              f"one, K = 64 is 32 rounds, about {32 * (t_model + overhead):.0f} s; with 8-core nodes:", ""]
     lines += table(head, body)
-    lines += ["The projection assumes cores as fast as these and no other load; a 1 s model is small enough that "
-              "Ray's per-task cost is a visible fraction, while for the minutes-long neural networks LiRA is usually "
-              "run with it vanishes, and the speed-up approaches the number of cores. Past K / c nodes more nodes "
-              "cannot help: every model is already running.", ""]
+    share = overhead / (t_model + overhead)
+    lines += [f"Data for K = 64: the pool once to each node that runs a task ({X.nbytes / 2**20:.1f} MiB), and "
+              f"{64 * X.shape[0] * 20 * 8 / 2**20:.0f} MiB of scores back in all. The projection assumes cores as fast "
+              "as these and no other load. Ray's measured cost per task is "
+              f"{100 * share:.1f} % of a model here, so the speed-up is set by the number of cores that run models "
+              "at once, not by Ray; for models that take minutes it is smaller still. Past K / c nodes more nodes "
+              "cannot help: every model is already running, and the slowest model sets the time.", ""]
     return lines
 
 

@@ -9,7 +9,6 @@ from typing import Annotated, Any, Optional
 
 import typer
 from rich.console import Console
-from rich.markup import escape
 
 from privaudit.errors import ConfigError, PrivauditError
 
@@ -245,8 +244,7 @@ def main(argv: list[str] | None = None) -> None:
     except PrivauditError as exc:
         if debug:
             raise
-        # Messages are plain text: a bracket in them (privaudit[ray], a file name) is not rich markup.
-        Console(stderr=True).print(f"[bold red]error:[/bold red] {escape(str(exc))}", highlight=False, soft_wrap=True)
+        Console(stderr=True).print(f"[bold red]error:[/bold red] {exc}", highlight=False, soft_wrap=True)
         sys.exit(exc.exit_code)
     except (typer.Exit, SystemExit) as exc:
         code = getattr(exc, "exit_code", getattr(exc, "code", 0))
