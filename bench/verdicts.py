@@ -178,7 +178,7 @@ def main(argv: list[str] | None = None) -> int:
                                 (0.5, 1.0, 2.0, 4.0, 8.0, 8.0) if not args.quick else (1.0, 8.0))
         if not args.quick:
             private += private_cases((500, 3000), seeds[2:], ())
-        overfit = overfit_cases((0,) if args.quick else (0, 1, 2), 4000 if args.quick else 20_000)
+        overfit = overfit_cases((0,) if args.quick else (0, 1, 2), 4000 if args.quick else 8_000)
         sizes = (500, 1000, 2000, 6000, 20_000)
         price = price_table(sizes)
         planted_rows = []

@@ -178,7 +178,7 @@ def test_label_only_endpoint_runs_the_label_only_attack(base: str, case: Case, r
 
 
 def test_budget_below_the_records_refuses_before_sending_anything(base: str, case: Case, recorder: Recorder) -> None:
-    with pytest.raises(QueryBudgetExceeded, match="max_queries"):
+    with pytest.raises(QueryBudgetExceeded, match="--max-queries"):
         _audit(base + "/v1/models/m:predict", case.train, case.holdout, attacks=["loss"],
                http={"max_queries": case.n - 1})
     assert recorder.rows("v1") == 0

@@ -134,7 +134,7 @@ def _assert_github_fields(doc: dict[str, Any]) -> None:
     run = doc["runs"][0]
     driver = run["tool"]["driver"]
     assert driver["name"] == "privaudit" and driver["version"] == privaudit.__version__
-    assert driver["informationUri"].startswith("https://")
+    assert "informationUri" not in driver  # optional in SARIF; privaudit has no published home page to name
     assert run["invocations"] == [{"executionSuccessful": True}]
     assert run["automationDetails"]["id"]
     assert [r["id"] for r in driver["rules"]] == list(rules())

@@ -31,6 +31,7 @@ from privaudit.report.schema import (FPR_KEYS, AttackReport, AttributeInferenceS
 from privaudit.rules import ControlsEvidence, Evidence, Policy, evaluate_all
 from privaudit.scoring import attack_report, dp_claim, membership_verdict, records_at_risk
 from privaudit.splitcheck import check_split
+from privaudit.textcolumns import accepts_frames, encode_text, refuse_text
 from privaudit.threads import thread_map
 from privaudit.target import OutputMode, apply_output_mode, detect_output_mode, to_probabilities
 
@@ -87,7 +88,7 @@ def _allows_nan(estimator: Any) -> bool:
         return False
 
 
-def _recipe(loaded: LoadedModel, trainer: str | None, train: Dataset, seed: int) -> Recipe:
+def _recipe(loaded: LoadedModel, trainer: str | None, train: Dataset, seed: int, codec: Any = None) -> Recipe:
     target_fp = loaded.sha256 or loaded.path or type(loaded.target).__name__
     if loaded.estimator is not None and loaded.sha256 is None:
         import joblib
@@ -98,8 +99,17 @@ def _recipe(loaded: LoadedModel, trainer: str | None, train: Dataset, seed: int)
     if loaded.estimator is not None:
         names = getattr(loaded.estimator, "feature_names_in_", None)
         return recipe_from_estimator(loaded.estimator, target_fingerprint=target_fp,
-                                     feature_names=tuple(names) if names is not None else None)
+                                     feature_names=tuple(names) if names is not None else None, frame=codec)
     return default_surrogate(target_fingerprint=target_fp, seed=seed)
+
+
+def _what_if_gap(mode: OutputMode) -> str:
+    """Why there is no what-if table: it starts from full probabilities, which a hardened target hides."""
+    why = {"label": "the target answers labels only",
+           "top_k": f"the target answers only its top-{mode.k} classes"}.get(
+        mode.kind, f"the target rounds its scores to {mode.rounding} decimals")
+    return (f"what-if table left out: {why}, so the full probabilities it starts from are not available; "
+            "audit the model before that hardening to see it")
 
 
 def _select(names: Sequence[str] | None, mode: OutputMode) -> list[str]:
@@ -168,9 +178,17 @@ def audit(
     if not 0 < delta < 1:
         raise ConfigError(f"--delta {delta}: must be between 0 and 1")
     trainer_backend = make_backend(backend, BackendOptions(jobs=jobs, address=ray_address, cpus=ref_cpus, gpus=ref_gpus))
-    loaded = _load(model, LoadOptions(allow_pickle=allow_pickle, trust=tuple(trust), http=dict(http or {})))
-    tr, ho = load_data(train, label=label, name="train"), load_data(holdout, label=label, name="holdout")
+    # The data first: its errors are found in seconds, while a model may take long to load.
+    tr = load_data(train, label=label, name="train", allow_text=True)
+    ho = load_data(holdout, label=label, name="holdout", allow_text=True)
     check_same_columns(tr, ho)
+    loaded = _load(model, LoadOptions(allow_pickle=allow_pickle, trust=tuple(trust), http=dict(http or {})))
+    codec = None
+    if tr.text or ho.text:  # only a model that encodes text itself (a Pipeline, named columns) takes it
+        if not (accepts_frames(loaded.estimator) and hasattr(loaded.target, "use_codec")):
+            refuse_text(tr, ho)
+        tr, ho, codec = encode_text(tr, ho)
+        loaded.target.use_codec(codec)  # type: ignore[attr-defined]
     est = loaded.estimator
     if est is not None:
         names = getattr(est, "feature_names_in_", None)
@@ -190,15 +208,18 @@ def audit(
 
     budget = (http or {}).get("max_queries")
     if budget is not None and n_total > int(budget):  # refuse before the first query, not halfway through
-        raise QueryBudgetExceeded(f"max_queries={int(budget)} is below the {n_total} records the audit must query "
+        raise QueryBudgetExceeded(f"--max-queries {int(budget)} is below the {n_total} records the audit must query "
                                   "once each; raise --max-queries or audit fewer records")
+    if hasattr(loaded.target, "use_data_classes"):  # label-only answers name classes found in the data
+        loaded.target.use_data_classes(np.concatenate([np.asarray(tr.y, dtype=object), np.asarray(ho.y, dtype=object)]))
     if loaded.format == "http":
         ui.info(f"The audit sends {n_total} queries to the endpoint now, plus any a query-based attack announces.")
     outputs = _predict_all(loaded, (tr.X, ho.X), ui)
     classes = np.asarray(loaded.target.classes)
     y = np.concatenate([encode_labels(tr, classes), encode_labels(ho, classes)])
     data = AuditData(y, is_member, n_train)
-    mode = detect_output_mode(outputs, len(classes))
+    # Only a black box (an endpoint, a callable) can round; a local estimator is read as it is.
+    mode = detect_output_mode(outputs, len(classes), may_round=loaded.estimator is None)
     ui.info(f"Target output mode: {mode.kind}" + (f", rounded to {mode.rounding} decimals" if mode.rounding is not None else "")
             + (f", top-{mode.k}" if mode.k else ""))
     labels_pred = outputs.astype(np.int64) if outputs.ndim == 1 else np.argmax(np.nan_to_num(outputs, nan=-np.inf), axis=1)
@@ -224,7 +245,7 @@ def audit(
     refs: ReferenceScores | None = None
     recipe_desc = None
     if any(s.needs_reference for s in runnable):
-        recipe = _recipe(loaded, trainer, tr, seed)
+        recipe = _recipe(loaded, trainer, tr, seed, codec)
         recipe_desc = recipe.description
         ui.info(f"Reference models: {reference_models} ({recipe.description})")
         # The pool is both files, row for row (their hashes already cover every value), with the label
@@ -349,6 +370,10 @@ def audit(
     elif what_if and whatif.applicable(ctx):
         what_if_rows = [whatif.audited_row(ctx, is_member, {r.name: r.scores for r in results}), *variant_rows]
         analysis.store_what_if(what_if_rows)
+    elif what_if:
+        gap = _what_if_gap(mode)
+        ui.warn(gap)
+        warnings_out.append(gap)
     inversion_section = attribute_section = None
     if inversion or sensitive:
         from privaudit.inversion_audit import (InversionSetup, inversion_what_if, run_attribute_section,

@@ -10,18 +10,20 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any, Sequence
+
 from pydantic import ValidationError
 
 from privaudit.errors import ConfigError
+from privaudit.findings import Finding
+from privaudit.report.scan_schema import SCAN_SCHEMA_VERSION, ScanReport
 from privaudit.report.schema import SCHEMA_VERSION, AttackReport, Regression, Report
 
 AUC_TOLERANCE = 0.02
 GAP_TOLERANCE = 0.01
 
 
-def load_baseline(path: str | Path) -> Report:
-    """Read an earlier JSON report; any problem is a one-line ConfigError naming the file."""
-    where = f"--baseline {path}"
+def _read_json(path: str | Path, where: str) -> Any:
     try:
         text = Path(path).read_text(encoding="utf-8")
     except FileNotFoundError:
@@ -32,6 +34,15 @@ def load_baseline(path: str | Path) -> Report:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
         raise ConfigError(f"{where}: not JSON ({exc.msg} at line {exc.lineno}); pass a privaudit .json report") from None
+    return data
+
+
+def load_baseline(path: str | Path) -> Report:
+    """Read an earlier JSON report; any problem is a one-line ConfigError naming the file."""
+    where = f"--baseline {path}"
+    data = _read_json(path, where)
+    if isinstance(data, dict) and data.get("report_kind") == "scan":
+        raise ConfigError(f"{where}: a privaudit scan report; an audit compares with an earlier audit report")
     if not isinstance(data, dict) or "membership" not in data:
         raise ConfigError(f"{where}: not a privaudit JSON report (write one with -o report.json)")
     version = data.get("schema_version")
@@ -86,11 +97,11 @@ def _attack_power(current: Report, baseline: Report) -> Regression | None:
     return None
 
 
-def compare(current: Report, baseline: Report) -> list[Regression]:
-    """Everything that got worse since ``baseline`` (assumed to be the same model)."""
+def finding_regressions(current: Sequence[Finding], baseline: Sequence[Finding]) -> list[Regression]:
+    """New failing findings and higher severities, by finding id (audits and scans alike)."""
     out: list[Regression] = []
-    old = {f.id: f for f in baseline.findings}
-    for f in current.findings:
+    old = {f.id: f for f in baseline}
+    for f in current:
         if not f.failed:
             continue
         prev = old.get(f.id)
@@ -101,6 +112,12 @@ def compare(current: Report, baseline: Report) -> list[Regression]:
         elif f.severity.rank > prev.severity.rank:
             out.append(Regression(kind="higher_severity", id=f.id, before=prev.severity.value, after=f.severity.value,
                                   message=f"{f.id} severity up from {prev.severity.value} to {f.severity.value}: {f.severity_reason}"))
+    return out
+
+
+def compare(current: Report, baseline: Report) -> list[Regression]:
+    """Everything that got worse since ``baseline`` (assumed to be the same model)."""
+    out = finding_regressions(current.findings, baseline.findings)
     power = _attack_power(current, baseline)
     if power is not None:
         out.append(power)
@@ -121,3 +138,25 @@ def apply_baseline(report: Report, baseline: Report, source: str | Path = "basel
     found = compare(report, baseline)
     return report.model_copy(update={"regressions": [*report.regressions, *found]}), None
 
+
+
+def load_scan_baseline(path: str | Path) -> ScanReport:
+    """Read an earlier ``privaudit scan`` JSON report; any problem is a one-line ConfigError."""
+    where = f"--baseline {path}"
+    data = _read_json(path, where)
+    if not isinstance(data, dict) or data.get("report_kind") != "scan":
+        raise ConfigError(f"{where}: not a privaudit scan report (write one with privaudit scan -o scan.json)")
+    if data.get("schema_version") != SCAN_SCHEMA_VERSION:
+        raise ConfigError(f"{where}: scan schema_version {data.get('schema_version')!r}, this privaudit reads "
+                          f"{SCAN_SCHEMA_VERSION}; regenerate the baseline")
+    try:
+        return ScanReport.model_validate(data)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        raise ConfigError(f"{where}: not a valid scan report ({'.'.join(str(p) for p in err['loc'])}: {err['msg']})") from None
+
+
+def apply_scan_baseline(report: ScanReport, baseline: ScanReport) -> ScanReport:
+    """The scan report with regressions against an earlier scan: findings that fail now and did not."""
+    found = finding_regressions(report.findings, baseline.findings)
+    return report.model_copy(update={"regressions": [*report.regressions, *found]})

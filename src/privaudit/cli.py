@@ -9,6 +9,7 @@ from typing import Annotated, Any, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from privaudit.errors import ConfigError, PrivauditError
 
@@ -19,11 +20,11 @@ _ARGV: list[str] | None = None  # the arguments main() was given, for the report
 
 
 def _check_outputs(outputs: list[Path]) -> None:
-    """Every output's format must be known before any work starts."""
-    from privaudit.report import writer_for
+    """Every output must be writable, in a known format, before any work starts."""
+    from privaudit.report import check_output
 
     for out in outputs:
-        writer_for(str(out))
+        check_output(out)
 
 
 def _write_outputs(report: Any, outputs: list[Path], console: Console, options: Any = None) -> None:
@@ -31,7 +32,7 @@ def _write_outputs(report: Any, outputs: list[Path], console: Console, options: 
 
     for out in outputs:
         write_report(report, str(out), options)
-        console.print(f"wrote {out}", highlight=False)
+        console.print(f"wrote {escape(str(out))}", highlight=False)
 
 
 def _http_settings(**kwargs: Any) -> dict[str, Any]:
@@ -53,15 +54,18 @@ def demo(
     from privaudit.report.findings_console import render_findings
 
     outputs = list(output)
+    skipped = None
     if outputs:
         _check_outputs(outputs)
     else:
         try:
             _check_outputs([Path(DEMO_HTML)])
             outputs = [Path(DEMO_HTML)]
-        except ConfigError:  # the HTML writer is optional; the demo still runs without it
-            pass
+        except ConfigError as exc:  # the demo still runs; it says why there is no HTML page
+            skipped = str(exc)
     console = Console()
+    if skipped:
+        console.print(f"[dim]no HTML report: {escape(skipped)}[/dim]", highlight=False)
 
     def show(report: Any) -> None:
         render_summary(report, console)
@@ -109,6 +113,8 @@ def audit(
     auth_header: Annotated[Optional[str], typer.Option(help="HTTP: header for the credential (default Authorization).")] = None,
     max_queries: Annotated[Optional[int], typer.Option(help="HTTP: never send more than this many records.")] = None,
     rate: Annotated[Optional[float], typer.Option(help="HTTP: at most this many records per second.")] = None,
+    retries: Annotated[Optional[int], typer.Option(help="HTTP: retries of a failed request (default 4).")] = None,
+    timeout: Annotated[Optional[float], typer.Option(help="HTTP: seconds to wait for one answer (default 30).")] = None,
     input_field: Annotated[Optional[str], typer.Option(help="HTTP custom: dotted path for the rows in the request.")] = None,
     output_field: Annotated[Optional[str], typer.Option(help="HTTP custom: dotted path to the predictions in the answer.")] = None,
     inversion: Annotated[bool, typer.Option("--inversion", help="Also run MI-Face model inversion (ATLAS-EXF-001).")] = False,
@@ -140,6 +146,7 @@ def audit(
     base = load_baseline(baseline) if baseline is not None else None
     http = _http_settings(protocol=protocol, classes=classes, batch_size=batch_size, concurrency=concurrency,
                           auth_env=auth_env, auth_header=auth_header, max_queries=max_queries, rate=rate,
+                          retries=retries, timeout=timeout,
                           input_field=input_field, output_field=output_field)
     console = Console()
     with RichReporter() as ui:
@@ -162,6 +169,60 @@ def audit(
     location = sarif_location or (display_path(settings.source) if settings.source is not None else "README.md")
     _write_outputs(report, output, console, WriteOptions(sarif_location=location, include_records=include_records))
     render_findings(report, console)
+    result = gate.evaluate(report, settings.fail_on)
+    colour = "green" if result.passed else "bold red"
+    console.print(f"[{colour}]{escape(result.message)}[/{colour}]", highlight=False)
+    raise typer.Exit(result.code)
+
+
+@app.command()
+def scan(
+    paths: Annotated[Optional[list[Path]], typer.Argument(help="Terraform (.tf, plan .json), CloudFormation, Kubernetes manifests, guard.yaml; files or folders.")] = None,
+    output: Annotated[list[Path], typer.Option("-o", "--output", help="Report file; repeatable. Format from the extension (.json, .sarif, .html, .md, .xml).")] = [],
+    fail_on: Annotated[Optional[str], typer.Option("--fail-on", help="Exit 1 on a failing finding at or above: critical, high, medium, low or never.")] = None,
+    baseline: Annotated[Optional[Path], typer.Option(help="An earlier scan JSON report: exit 1 on any new failing finding.")] = None,
+    policy: Annotated[Optional[Path], typer.Option(help="Policy file (default: ./privaudit.toml, else \\[tool.privaudit] in ./pyproject.toml).")] = None,
+    reports: Annotated[Optional[Path], typer.Option("--reports", help="Folder of privaudit audit JSON reports, joined to deployments by model name.")] = None,
+    data_sensitivity: Annotated[Optional[str], typer.Option("--data-sensitivity", help="Default for deployments without a data-sensitivity tag.")] = None,
+    aws: Annotated[bool, typer.Option("--aws", help="Also read the live AWS account (read-only calls).")] = False,
+    aws_profile: Annotated[Optional[str], typer.Option("--aws-profile", help="AWS profile to use.")] = None,
+    aws_region: Annotated[list[str], typer.Option("--aws-region", help="Region to scan; repeatable (default: the profile's region).")] = [],
+    aws_endpoint_url: Annotated[Optional[str], typer.Option("--aws-endpoint-url", help="Send AWS calls here (moto, LocalStack).")] = None,
+    sarif_location: Annotated[Optional[str], typer.Option("--sarif-location", help="File SARIF results of live resources point at (default: the policy file, else README.md).")] = None,
+    jobs: Annotated[Optional[int], typer.Option(help="Processes for parsing many .tf files (default: all cores).")] = None,
+    debug: Annotated[bool, typer.Option(help="Show tracebacks.")] = False,
+) -> None:
+    """Find model deployments in infrastructure code (and live AWS) and check their ATLAS-EXF-003/001 controls.
+
+    Exit codes: 0 passed, 1 a failing finding at or above --fail-on or a regression, 2 a usage or input error.
+    """
+    from privaudit import gate
+    from privaudit.baseline import apply_scan_baseline, load_scan_baseline
+    from privaudit.policy import apply_suppressions, display_path, load_settings
+    from privaudit.report import WriteOptions, writer_for
+    from privaudit.report.scan_console import render_scan
+    from privaudit.scan import AwsOptions, ScanConfig
+    from privaudit.scan import scan as run_scan
+
+    if not paths and not aws:
+        raise ConfigError("scan: give at least one PATH (IaC files or folders) or --aws")
+    if (aws_profile or aws_region or aws_endpoint_url) and not aws:
+        raise ConfigError("--aws-profile, --aws-region and --aws-endpoint-url need --aws")
+    settings = load_settings(policy, fail_on=fail_on, data_sensitivity=data_sensitivity)
+    for out in output:
+        writer_for(str(out), "scan")
+    base = load_scan_baseline(baseline) if baseline is not None else None
+    console = Console()
+    config = ScanConfig(paths=tuple(paths or ()), policy=settings.policy, reports_dir=reports, jobs=jobs,
+                        aws=AwsOptions(profile=aws_profile, regions=tuple(aws_region), endpoint_url=aws_endpoint_url,
+                                       show_progress=True) if aws else None,
+                        command_line=("privaudit", *(_ARGV if _ARGV is not None else sys.argv[1:])))
+    report = apply_suppressions(run_scan(config), settings.suppressions)
+    if base is not None:
+        report = apply_scan_baseline(report, base)
+    render_scan(report, console)
+    location = sarif_location or (display_path(settings.source) if settings.source is not None else "README.md")
+    _write_outputs(report, output, console, WriteOptions(sarif_location=location))
     result = gate.evaluate(report, settings.fail_on)
     colour = "green" if result.passed else "bold red"
     console.print(f"[{colour}]{result.message}[/{colour}]", highlight=False)
@@ -232,6 +293,48 @@ def invert(
           include_records=include_records, attacks="loss", reference_models=0, no_cache=True, debug=debug)
 
 
+def _printable(text: str) -> str:
+    """User data (column names, labels, paths) reaches error lines: show control characters escaped."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
+def _print_error(message: str) -> None:
+    # A Text object is never parsed for markup, so a column named "[/bold red]" prints as written.
+    from rich.text import Text
+
+    line = Text("error: ", style="bold red")
+    line.append(_printable(message))
+    Console(stderr=True).print(line, highlight=False, soft_wrap=True)
+
+
+_TRUTHY = {"true", "false", "yes", "no", "on", "off", "1", "0"}
+
+
+def _command() -> Any:
+    """The click command typer builds, with switches shown as switches in --help (no <bool> type)."""
+    import typer.main
+
+    root = typer.main.get_command(app)
+
+    def walk(cmd: Any) -> None:
+        for param in [*cmd.params, cmd.get_help_option(typer.Context(cmd))]:
+            if param is not None and getattr(param, "is_flag", False):
+                param.metavar = ""  # an empty metavar leaves the type column blank
+        for sub in getattr(cmd, "commands", {}).values():
+            walk(sub)
+
+    walk(root)
+    return root
+
+
+def _switch_hint(args: list[str], message: str) -> str:
+    # "--allow-pickle true": the value is taken for a stray argument; say why.
+    for before, value in zip(args, args[1:]):
+        if before.startswith("--") and value.lower() in _TRUTHY and f"({value})" in message:
+            return f"; {before} is a switch and takes no value: write {before} alone to turn it on"
+    return ""
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point: user errors become one line on stderr and exit code 2 (3: nothing auditable); the
     audit command ends with the gate's code (see privaudit.gate)."""
@@ -240,28 +343,30 @@ def main(argv: list[str] | None = None) -> None:
     _ARGV = args
     debug = "--debug" in args or os.environ.get("PRIVAUDIT_DEBUG") == "1"
     try:
-        code = app(args=args, standalone_mode=False)
+        code = _command().main(args=args, standalone_mode=False, prog_name="privaudit")
     except PrivauditError as exc:
         if debug:
             raise
-        Console(stderr=True).print(f"[bold red]error:[/bold red] {exc}", highlight=False, soft_wrap=True)
+        _print_error(str(exc))
         sys.exit(exc.exit_code)
     except (typer.Exit, SystemExit) as exc:
         code = getattr(exc, "exit_code", getattr(exc, "code", 0))
         sys.exit(code)
-    except Exception as exc:  # click usage errors and anything unexpected
-        import click
-
-        # typer bundles its own click; accept both its exception classes and click's.
-        if isinstance(exc, (click.exceptions.ClickException, typer.TyperException)) and hasattr(exc, "show"):
-            exc.show()
+    except typer.Abort:
+        sys.exit(130)
+    except typer.TyperException as exc:
+        # typer bundles its own click (it no longer installs click), so its usage errors are TyperExceptions.
+        if type(exc).__name__ == "NoArgsIsHelpError" and hasattr(exc, "show"):
+            exc.show()  # the help text itself, asked for by giving no arguments
             sys.exit(2)
-        if isinstance(exc, (click.exceptions.Abort, typer.Abort)):
-            sys.exit(130)
+        ctx = getattr(exc, "ctx", None)
+        where = f" (see '{ctx.command_path} --help')" if ctx is not None else ""
+        _print_error(f"{exc.format_message()}{_switch_hint(args, exc.format_message())}{where}")
+        sys.exit(2)
+    except Exception as exc:
         if debug:
             raise
-        Console(stderr=True).print(f"[bold red]error:[/bold red] {type(exc).__name__}: {exc} (an internal error; run with --debug and report it)",
-                                   highlight=False, soft_wrap=True)
+        _print_error(f"{type(exc).__name__}: {exc} (an internal error; run with --debug and report it)")
         sys.exit(70)
     if isinstance(code, int) and code != 0:  # click returns typer.Exit's code when not standalone
         sys.exit(code)

@@ -38,6 +38,10 @@ class Dataset:
     source: str
     sha256: str | None
     label_name: str | None
+    # Text feature columns as read (their X column is nan until privaudit.textcolumns codes them), and
+    # the sentence that refuses them for a model that needs numbers.
+    text: tuple[tuple[int, NDArray[Any]], ...] = ()
+    text_refusal: str = ""
 
     @property
     def n_rows(self) -> int:
@@ -124,24 +128,37 @@ def _column_to_float(values: pd.Series | NDArray[Any]) -> tuple[NDArray[np.float
     return out, bad, (raw[bad[0]] if bad else None)
 
 
-def _features(columns: Sequence[tuple[str, Any]], src: str, n: int) -> NDArray[np.float64]:
-    """Stack feature columns as float64, reporting every non-numeric column at once."""
+def _features(columns: Sequence[tuple[str, Any]], src: str,
+              n: int) -> tuple[NDArray[np.float64], tuple[tuple[int, NDArray[Any]], ...], str]:
+    """Stack feature columns as float64, reporting every non-numeric column at once.
+
+    Columns of text are set aside (as read, nan in X) with the sentence that refuses them, because a
+    model that encodes text itself (a scikit-learn Pipeline with a OneHotEncoder) takes them as they are.
+    """
     X = np.empty((n, len(columns)), dtype=np.float64)
     problems: list[str] = []
+    text: list[tuple[int, NDArray[Any]]] = []
+    only_text = True
     for j, (name, values) in enumerate(columns):
         X[:, j], bad, example = _column_to_float(values)
         if bad:
+            raw = (values if isinstance(values, pd.Series) else pd.Series(values)).to_numpy(dtype=object)
+            is_text = all(isinstance(raw[i], str) for i in bad)
+            only_text &= is_text
+            if is_text:
+                text.append((j, raw))
             kind = "text" if isinstance(example, str) else f"{type(example).__name__} values"
             kind = "dates" if isinstance(example, (datetime.date, np.datetime64)) else kind
             problems.append(f"{name!r} has {kind} such as {_show(example)} ({_rows(bad)})")
+    message = ""
     if problems:
         head = "column" if len(problems) == 1 else f"{len(problems)} columns are not numeric:"
         more = f"; …and {len(problems) - 3} more columns" if len(problems) > 3 else ""
-        raise DataError(
-            f"{src}: {head} {'; '.join(problems[:3])}{more}; the model needs numbers — "
-            "encode them as numbers (e.g. one-hot or ordinal codes) before auditing"
-        )
-    return X
+        message = (f"{src}: {head} {'; '.join(problems[:3])}{more}; the model needs numbers — "
+                   "encode them as numbers (e.g. one-hot or ordinal codes) before auditing")
+        if not only_text:
+            raise DataError(message)
+    return X, tuple(text), message
 
 
 def _labels(y: Any, src: str, what: str) -> NDArray[Any]:
@@ -194,8 +211,8 @@ def _from_frame(df: pd.DataFrame, label: str | None, src: str, sha: str | None, 
     if feats.shape[1] == 0:
         raise DataError(f"{src}: has no feature columns besides the label {label!r}")
     names = _frame_names(feats.columns)
-    X = _features([(n, feats.iloc[:, j]) for j, n in enumerate(names)], src, len(feats))
-    return Dataset(X, y, names, src, sha, label)
+    X, text, note = _features([(n, feats.iloc[:, j]) for j, n in enumerate(names)], src, len(feats))
+    return Dataset(X, y, names, src, sha, label, text, note)
 
 
 def _from_arrays(X_in: Any, y_in: Any, src: str, sha: str | None) -> Dataset:
@@ -224,8 +241,8 @@ def _from_arrays(X_in: Any, y_in: Any, src: str, sha: str | None) -> Dataset:
         raise DataError(f"{src}: X has {n} rows but y has {len(y)}; give exactly one label per row")
     if n == 0 or d == 0:
         raise DataError(f"{src}: X has shape {(n, d)}; it needs at least one record and one feature column")
-    X = numeric if numeric is not None else _features(columns, src, n)
-    return Dataset(X, y, names, src, sha, label_name)
+    X, text, note = (numeric, (), "") if numeric is not None else _features(columns, src, n)
+    return Dataset(X, y, names, src, sha, label_name, text, note)
 
 
 def _file_sha256(path: Path) -> str:
@@ -277,7 +294,16 @@ def _read_table(path: Path, src: str) -> pd.DataFrame:
         raise DataError(f"{src}: cannot be read ({_one_line(exc)})") from exc
 
 
-def load_data(source: Any, *, label: str | None = None, name: str = "data") -> Dataset:
+def load_data(source: Any, *, label: str | None = None, name: str = "data", allow_text: bool = False) -> Dataset:
+    """Load records; see :func:`_load_data`. Text feature columns are an error unless ``allow_text``
+    (the audit allows them for models that encode text themselves; see privaudit.textcolumns)."""
+    ds = _load_data(source, label=label, name=name)
+    if ds.text and not allow_text:
+        raise DataError(ds.text_refusal)
+    return ds
+
+
+def _load_data(source: Any, *, label: str | None = None, name: str = "data") -> Dataset:
     """Load records from a .csv/.parquet/.pq/.npz path, an ``(X, y)`` tuple, or a DataFrame.
 
     ``label`` names the label column of a CSV, Parquet file or DataFrame (ignored for .npz, whose

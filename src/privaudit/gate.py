@@ -15,10 +15,11 @@ CLI validates every input (policy, baseline, guard config, output formats) befor
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Protocol, Sequence
 
 from privaudit.errors import ConfigError
 from privaudit.findings import Finding, Severity
-from privaudit.report.schema import Regression, Report
+from privaudit.report.schema import Regression
 
 EXIT_PASS = 0
 EXIT_FAIL = 1
@@ -35,6 +36,16 @@ def check_fail_on(value: str, where: str = "--fail-on") -> str:
     if level not in FAIL_ON_LEVELS:
         raise ConfigError(f"{where} {value!r}: choose one of {', '.join(FAIL_ON_LEVELS)}")
     return level
+
+
+class Gated(Protocol):
+    """What the gate reads: an audit Report and a ScanReport both have it."""
+
+    @property
+    def findings(self) -> Sequence[Finding]: ...
+
+    @property
+    def regressions(self) -> Sequence[Regression]: ...
 
 
 @dataclass(frozen=True)
@@ -63,7 +74,7 @@ class GateResult:
         return "gate: FAILED -- " + "; ".join(reasons)
 
 
-def failing_findings(report: Report, fail_on: str = DEFAULT_FAIL_ON) -> list[Finding]:
+def failing_findings(report: Gated, fail_on: str = DEFAULT_FAIL_ON) -> list[Finding]:
     """Findings that fail the gate: status fail, not suppressed, severity at or above ``fail_on``."""
     level = check_fail_on(fail_on)
     if level == "never":
@@ -72,7 +83,7 @@ def failing_findings(report: Report, fail_on: str = DEFAULT_FAIL_ON) -> list[Fin
     return [f for f in report.findings if f.failed and f.severity.at_least(threshold)]
 
 
-def evaluate(report: Report, fail_on: str = DEFAULT_FAIL_ON) -> GateResult:
+def evaluate(report: Gated, fail_on: str = DEFAULT_FAIL_ON) -> GateResult:
     level = check_fail_on(fail_on)
     if level == "never":
         return GateResult(EXIT_PASS, level, (), tuple(report.regressions))
@@ -82,5 +93,5 @@ def evaluate(report: Report, fail_on: str = DEFAULT_FAIL_ON) -> GateResult:
     return GateResult(code, level, failing, regressions)
 
 
-def exit_code(report: Report, fail_on: str = DEFAULT_FAIL_ON) -> int:
+def exit_code(report: Gated, fail_on: str = DEFAULT_FAIL_ON) -> int:
     return evaluate(report, fail_on).code

@@ -13,13 +13,14 @@ import os
 import sys
 import typing
 from pathlib import Path
-from typing import Annotated, Any, Literal, Optional
+from typing import Annotated, Any, Literal, Optional, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator
 
 from privaudit.errors import ConfigError
 from privaudit.findings import CheckStatus, Finding
 from privaudit.gate import DEFAULT_FAIL_ON, FAIL_ON_LEVELS, check_fail_on
+from privaudit.report.scan_schema import ScanReport
 from privaudit.report.schema import Regression, Report
 from privaudit.rules import SENSITIVITIES, Policy
 
@@ -220,8 +221,11 @@ def _suppress_checks(finding: Finding, active: list[Suppression], used: set[str]
     return finding.model_copy(update=update)
 
 
-def apply_suppressions(report: Report, suppressions: typing.Sequence[Suppression],
-                       today: _dt.date | None = None) -> Report:
+AnyReport = TypeVar("AnyReport", Report, ScanReport)
+
+
+def apply_suppressions(report: AnyReport, suppressions: typing.Sequence[Suppression],
+                       today: _dt.date | None = None) -> AnyReport:
     """Mark suppressed findings and checks; report expired suppressions as regressions and warnings.
 
     A suppression naming a finding id suppresses that finding. One naming a check id marks that

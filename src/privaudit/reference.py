@@ -39,6 +39,7 @@ class Recipe:
     estimator: Any = None  # unfitted template for "clone" and "surrogate"
     trainer: str | None = None  # "module:function" for "trainer"
     feature_names: tuple[str, ...] | None = None
+    frame: Any = None  # a privaudit.textcolumns.FrameCodec when the data has text columns
 
 
 @dataclass(frozen=True)
@@ -54,15 +55,19 @@ def _sha(*parts: str) -> str:
     return hashlib.sha256("|".join(parts).encode()).hexdigest()
 
 
-def recipe_from_estimator(estimator: Any, *, target_fingerprint: str, feature_names: tuple[str, ...] | None) -> Recipe:
-    """Clone the target's estimator (scikit-learn's ``clone``: same hyper-parameters, unfitted)."""
+def recipe_from_estimator(estimator: Any, *, target_fingerprint: str, feature_names: tuple[str, ...] | None,
+                          frame: Any = None) -> Recipe:
+    """Clone the target's estimator (scikit-learn's ``clone``: same hyper-parameters, unfitted).
+    ``frame`` (a FrameCodec) feeds it text columns as they were read."""
     import joblib
     import sklearn
     from sklearn.base import clone
 
     template = clone(estimator)
-    fp = _sha("clone", joblib.hash(template), sklearn.__version__, target_fingerprint)
-    return Recipe("clone", f"clone of {type(estimator).__name__}", fp, estimator=template, feature_names=feature_names)
+    parts = [joblib.hash(template), sklearn.__version__, target_fingerprint] + ([joblib.hash(frame)] if frame is not None else [])
+    fp = _sha("clone", *parts)
+    return Recipe("clone", f"clone of {type(estimator).__name__}", fp, estimator=template, feature_names=feature_names,
+                  frame=frame)
 
 
 def recipe_from_trainer(spec: str, *, target_fingerprint: str) -> Recipe:
@@ -145,7 +150,9 @@ def fit_and_score(recipe: Recipe, X: NDArray[np.float64], y: NDArray[np.int64], 
 
         warnings.simplefilter("ignore", category=ConvergenceWarning)
         data: Any = X
-        if recipe.feature_names is not None:
+        if recipe.frame is not None:
+            data = recipe.frame.frame(X)
+        elif recipe.feature_names is not None:
             import pandas as pd
 
             data = pd.DataFrame(X, columns=list(recipe.feature_names))

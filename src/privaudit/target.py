@@ -82,19 +82,21 @@ def to_probabilities(outputs: NDArray[np.float64], mode: OutputMode) -> NDArray[
     return out
 
 
-def detect_output_mode(outputs: NDArray[np.generic], n_classes: int) -> OutputMode:
+def detect_output_mode(outputs: NDArray[np.generic], n_classes: int, *, may_round: bool = True) -> OutputMode:
     """Infer the output mode from a sample of a model's outputs.
 
     1-D integer outputs are labels; rows that are non-negative and sum to 1 are probabilities (top-k
     when some classes are missing as ``nan``); anything else is logits. Rounding is the smallest
-    number of decimals (up to 6) that represents every value exactly.
+    number of decimals (up to 6) that represents every value exactly, looked for only when
+    ``may_round``: a local model read directly (a random forest of 100 trees answers multiples of
+    0.01) gives its real output, which merely sits on a grid.
     """
     arr = np.asarray(outputs)
     if arr.ndim == 1:
         return OutputMode("label")
     values = arr.astype(np.float64)
     finite = values[~np.isnan(values)]
-    rounding = _detect_rounding(finite)
+    rounding = _detect_rounding(finite) if may_round else None
     n_present = (~np.isnan(values)).sum(axis=1)
     if np.any(n_present < n_classes):
         return OutputMode("top_k", rounding=rounding, k=int(n_present.max()))

@@ -149,7 +149,7 @@ def _error(status: int, message: str, headers: Optional[dict[str, str]] = None) 
 
 def _limited(result: LimitResult) -> JSONResponse:
     # One body and one header set for every refusal by quota, throttle, block or failed storage.
-    return _error(429, "rate limit exceeded; retry later", result.headers())
+    return _error(429, result.message, result.headers())
 
 
 # --- the guard -----------------------------------------------------------------------------------

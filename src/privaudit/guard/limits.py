@@ -48,6 +48,16 @@ class LimitResult:
     reset: int  # seconds until that window frees room
     policy: str  # every window of the tier, e.g. "20;w=1, 120;w=60"
     storage_error: bool = False
+    cost: int = 0  # records the refused request asked for
+    largest: int | None = None  # set when the request can never fit: the most records one request may carry
+    window: int = 0  # seconds of the window that refused it (for the message)
+
+    @property
+    def message(self) -> str:
+        if self.largest is not None:
+            return (f"rate limit exceeded: a request of {self.cost} records can never fit the quota "
+                    f"({self.limit} records per {self.window} s); send at most {self.largest} records per request")
+        return "rate limit exceeded; retry later"
 
     def headers(self) -> dict[str, str]:
         out = {
@@ -131,6 +141,11 @@ class RateLimits:
         if throttled:
             plan += [(small, "throttle", item) for small, item in zip(_scaled(items, THROTTLE_DIVISOR), items)]
         try:
+            oversized = [item for item in items if cost > item.amount]
+            if oversized:  # no wait would help; say so, and when a request of the largest size fits again
+                item = min(oversized, key=lambda i: i.amount)
+                return LimitResult(False, item.amount, 0, item.get_expiry(), _policy(items), cost=cost,
+                                   largest=min(i.amount for i in items), window=item.get_expiry())
             with self._lock(key):
                 for item, ns, shown in plan:
                     if not self._limiter.test(item, ns, key, cost=cost):

@@ -363,7 +363,7 @@ def to_sarif(report: MonitorReport, location: str | None = None) -> dict[str, An
     uri = uri or sarif.DEFAULT_LOCATION
     results = [sarif._result(f, index[f.rule_id], uri) for f in report.findings if f.status == "fail" and f.rule_id in index]
     run = {"tool": {"driver": {"name": "privaudit", "version": report.privaudit_version,
-                               "semanticVersion": report.privaudit_version, "informationUri": sarif.INFORMATION_URI,
+                               "semanticVersion": report.privaudit_version,
                                "rules": [sarif._descriptor(m, by_rule.get(m.id)) for m in metas]}},
            "automationDetails": {"id": f"privaudit-monitor/{report.model_name}/"},
            "invocations": [{"executionSuccessful": True}], "results": results,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -33,11 +34,26 @@ def resolve_protocol(protocol: str, url_path: str) -> Protocol:
         return "v2" if "/v2/" in url_path else "kserve-v1"
     if protocol in ("kserve-v1", "v2", "custom"):
         return protocol  # type: ignore[return-value]
-    raise ConfigError(f"protocol '{protocol}' is not supported; use one of {', '.join(PROTOCOLS)}")
+    raise ConfigError(f"--protocol {protocol}: not supported; use one of {', '.join(PROTOCOLS)}")
+
+
+# The top-level field each protocol puts the rows in; an error body quoting another protocol's field
+# means the request went out in the wrong shape.
+_ROWS_FIELD = {"kserve-v1": "instances", "v2": "inputs"}
+
+
+def protocol_mismatch(sent: str, input_field: str, error_body: str) -> tuple[str, str] | None:
+    """(field named, protocol it belongs to) when an error body names the rows field of a protocol
+    other than the one ``sent`` (e.g. ``KeyError: 'instances'`` after a v2 request), else None."""
+    ours = _ROWS_FIELD.get(sent, input_field.split(".")[0])
+    for protocol, field in _ROWS_FIELD.items():
+        if field != ours and re.search(rf"""['"]{field}['"]""", error_body):
+            return field, protocol
+    return None
 
 
 def _listing(values: Any) -> str:
-    items = [repr(v) for v in list(values)[:_MAX_LISTED]]
+    items = [repr(v.item() if isinstance(v, np.generic) else v) for v in list(values)[:_MAX_LISTED]]
     more = len(values) - _MAX_LISTED
     return "[" + ", ".join(items) + (f", ... {more} more" if more > 0 else "") + "]"
 
@@ -53,7 +69,7 @@ def get_path(body: Any, path: str) -> Any:
         else:
             keys = _listing(sorted(node)) if isinstance(node, dict) else type(node).__name__
             raise EndpointError(
-                f"the answer has no '{part}' in '{path}' (found {keys}); set output_field to the path of the predictions"
+                f"the answer has no '{part}' in '{path}' (found {keys}); set --output-field to the path of the predictions (with --protocol custom)"
             )
     return node
 
@@ -90,7 +106,7 @@ class WireFormat:
                 names = self.feature_names or ()
                 if X.shape[1] != len(names):
                     raise DataError(
-                        f"the records have {X.shape[1]} columns but feature_names lists {len(names)}; give one name per column"
+                        f"the records have {X.shape[1]} columns but the HTTP setting feature_names lists {len(names)}; give one name per column"
                     )
                 rows = [dict(zip(names, row)) for row in rows]
             body = set_path(self.input_field, rows)
@@ -107,7 +123,7 @@ class WireFormat:
         else:
             rows = get_path(body, "predictions")
         if not isinstance(rows, list):
-            raise EndpointError(f"expected a list of predictions but the answer holds {type(rows).__name__}; check protocol and output_field")
+            raise EndpointError(f"expected a list of predictions but the answer holds {type(rows).__name__}; check --protocol and --output-field")
         if len(rows) != n:
             raise EndpointError(f"sent {n} records but got {len(rows)} predictions back; the endpoint must answer one prediction per record")
         return rows
@@ -117,7 +133,7 @@ def _v2_rows(body: Any) -> list[Any]:
     outputs = body.get("outputs") if isinstance(body, dict) else None
     if not isinstance(outputs, list) or not outputs or not all(isinstance(o, dict) for o in outputs):
         found = _listing(sorted(body)) if isinstance(body, dict) else type(body).__name__
-        raise EndpointError(f"the answer has no v2 'outputs' list (found {found}); is this an Open Inference Protocol v2 endpoint? set protocol accordingly")
+        raise EndpointError(f"the answer has no v2 'outputs' list (found {found}); is this an Open Inference Protocol v2 endpoint? if not, pass --protocol kserve-v1 or custom")
     out = _pick_v2_output(outputs)
     data, shape = out.get("data"), out.get("shape")
     if not isinstance(data, list) or not isinstance(shape, list) or not shape:
@@ -174,19 +190,26 @@ def _row_kind(row: Any) -> str:
 
 def _need_classes(kind: str) -> EndpointError:
     return EndpointError(
-        f"the endpoint answers {kind} rather than one score per class, so privaudit cannot tell the classes; "
-        "list them in order in the classes setting (e.g. classes=[\"cat\", \"dog\"])"
+        f"the endpoint answers {kind} rather than one score per class, and no audited data names its classes; "
+        "list them with --classes (e.g. --classes cat,dog)"
     )
 
 
-def _index(lookup: dict[str, int], label: Any, classes: NDArray[np.generic]) -> int:
+def _index(lookup: dict[str, int], label: Any, classes: NDArray[np.generic], given: bool) -> int:
     try:
         return lookup[label_key(label)]
     except KeyError:
+        where = "--classes" if given else "the label column of the audited data"
         raise EndpointError(
-            f"the endpoint answered label {label!r}, which is not among classes {_listing(classes)}; "
-            "list every label the model can return in the classes setting"
+            f"the endpoint answered label {label!r}, which is not among the classes {_listing(classes)} from {where}; "
+            "list every label the model can return, in order, with --classes a,b,c"
         ) from None
+
+
+def classes_from_labels(labels: Any) -> NDArray[np.generic]:
+    """The distinct labels of the audited data, once each by spelling, in a stable (sorted) order."""
+    distinct = {label_key(v): v for v in np.asarray(labels).tolist()}
+    return np.asarray([distinct[k] for k in sorted(distinct)], dtype=object)
 
 
 def _top_k_pairs(row: Any) -> list[tuple[Any, Any]]:
@@ -201,8 +224,12 @@ def _top_k_pairs(row: Any) -> list[tuple[Any, Any]]:
     return pairs
 
 
-def decode(rows: list[Any], classes: NDArray[np.generic] | None) -> tuple[NDArray[Any], NDArray[np.generic]]:
+def decode(rows: list[Any], classes: NDArray[np.generic] | None,
+           data_classes: NDArray[np.generic] | None = None) -> tuple[NDArray[Any], NDArray[np.generic]]:
     """Turn per-record predictions into the Target output and the (possibly inferred) classes.
+
+    Label and top-k answers name classes rather than order them; without ``classes`` they are looked
+    up in ``data_classes`` (the label column's values of the audited data).
 
     Score lists become float ``(n, C)``; labels become int ``(n,)`` indices into ``classes``;
     ``{label: prob}`` maps become float ``(n, C)`` with NaN for classes the endpoint left out.
@@ -223,12 +250,15 @@ def decode(rows: list[Any], classes: NDArray[np.generic] | None) -> tuple[NDArra
         if classes is None:
             return out, np.arange(width)
         if width != len(classes):
-            raise EndpointError(f"the endpoint returns {width} scores per record but classes lists {len(classes)}; fix the classes setting")
+            raise EndpointError(f"the endpoint returns {width} scores per record but --classes lists {len(classes)}; fix --classes")
         return out, classes
     if kind not in ("label", "top_k"):
         raise EndpointError(f"a prediction is a JSON {kind}; expected class scores, a label, or a {{label: probability}} object")
+    given = classes is not None
     if classes is None:
-        raise _need_classes("labels" if kind == "label" else "top-k {label: probability} objects")
+        if data_classes is None:
+            raise _need_classes("labels" if kind == "label" else "top-k {label: probability} objects")
+        classes = data_classes
     lookup = {label_key(c): i for i, c in enumerate(classes.tolist())}
     if kind == "label":
         for r in rows:
@@ -236,12 +266,12 @@ def decode(rows: list[Any], classes: NDArray[np.generic] | None) -> tuple[NDArra
                 raise EndpointError(
                     "the endpoint answers one fractional number per record; return all class probabilities per record (or class labels)"
                 )
-        return np.fromiter((_index(lookup, r, classes) for r in rows), dtype=np.int64, count=len(rows)), classes
+        return np.fromiter((_index(lookup, r, classes, given) for r in rows), dtype=np.int64, count=len(rows)), classes
     full = np.full((len(rows), len(classes)), np.nan)
     for i, row in enumerate(rows):
         for label, score in _top_k_pairs(row):
             try:
-                full[i, _index(lookup, label, classes)] = float(score)
+                full[i, _index(lookup, label, classes, given)] = float(score)
             except (TypeError, ValueError):
                 raise EndpointError(f"top-k score {score!r} for label {label!r} is not a number; the endpoint's answer is malformed") from None
     return full, classes

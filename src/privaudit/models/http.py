@@ -24,7 +24,9 @@ from numpy.typing import NDArray
 
 from privaudit.errors import ConfigError, DataError, EndpointError, QueryBudgetExceeded
 from privaudit.models import LoadedModel, LoadOptions, register_loader
-from privaudit.models._http_protocols import PROTOCOLS, ROW_FORMATS, WireFormat, decode, resolve_protocol
+from privaudit.models._http_protocols import (PROTOCOLS, ROW_FORMATS, WireFormat, classes_from_labels, decode,
+                                              protocol_mismatch,
+                                              resolve_protocol)
 
 _MAX_BACKOFF = 30.0  # s; beyond this a "transient" failure is not transient
 _MAX_RETRY_AFTER = 120.0  # s; a server asking for longer is enforcing a quota, not shedding load
@@ -33,15 +35,24 @@ _SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9!#$%&'*+.^_`|~-]*\s+\S")  # "Basic xyz
 _CUSTOM_ONLY = {"input_field": "instances", "output_field": "predictions", "row_format": "list"}
 
 
+_CLI_FLAGS = frozenset({"protocol", "classes", "batch_size", "concurrency", "auth_env", "auth_header", "max_queries",
+                        "rate", "input_field", "output_field", "retries", "timeout"})
+
+
+def _name(key: str) -> str:
+    """How a message names a setting: the command-line flag where there is one."""
+    return "--" + key.replace("_", "-") if key in _CLI_FLAGS else f"HTTP setting {key}"
+
+
 def _number(key: str, value: Any, kind: type) -> Any:
     # Settings may arrive from a command line as strings; accept "64" but never a bool for a number.
     if isinstance(value, str):
         try:
             value = kind(value)
         except ValueError:
-            raise ConfigError(f"HTTP setting {key}={value!r} is not a number; give e.g. {key}=10") from None
+            raise ConfigError(f"{_name(key)} {value!r} is not a number; give e.g. {_name(key)} 10") from None
     if isinstance(value, bool) or not isinstance(value, (int, float)) or (kind is int and not float(value).is_integer()):
-        raise ConfigError(f"HTTP setting {key}={value!r} must be {'a whole number' if kind is int else 'a number'}")
+        raise ConfigError(f"{_name(key)} {value!r} must be {'a whole number' if kind is int else 'a number'}")
     return kind(value)
 
 
@@ -69,29 +80,29 @@ class HttpSettings:
 
     def __post_init__(self) -> None:
         if self.protocol not in PROTOCOLS:
-            raise ConfigError(f"HTTP setting protocol={self.protocol!r} is not supported; use one of {', '.join(PROTOCOLS)}")
+            raise ConfigError(f"--protocol {self.protocol}: not supported; use one of {', '.join(PROTOCOLS)}")
         if self.row_format not in ROW_FORMATS:
             raise ConfigError(f"HTTP setting row_format={self.row_format!r} is not supported; use list or dict")
         for key, default in _CUSTOM_ONLY.items():
             if self.protocol != "custom" and getattr(self, key) != default:
-                raise ConfigError(f"HTTP setting {key} only applies to custom JSON APIs; add protocol=custom or drop {key}")
+                raise ConfigError(f"{_name(key)} only applies to custom JSON APIs; add --protocol custom or drop {_name(key)}")
         for key in ("input_field", "output_field", "auth_header"):
             value = getattr(self, key)
             if not isinstance(value, str) or not value or any(not part for part in value.split(".")):
-                raise ConfigError(f"HTTP setting {key}={value!r} must be a non-empty name (dotted paths like result.scores are fine)")
+                raise ConfigError(f"{_name(key)} {value!r} must be a non-empty name (dotted paths like result.scores are fine)")
         if self.row_format == "dict" and not self.feature_names:
             raise ConfigError("HTTP setting row_format=dict sends each record as an object keyed by feature name; give feature_names too")
         if self.classes is not None and (not self.classes or len({str(c) for c in self.classes}) != len(self.classes)):
-            raise ConfigError("HTTP setting classes must list each class label once, in the model's output order")
+            raise ConfigError("--classes must list each class label once, in the model's output order")
         for key, low in (("batch_size", 1), ("concurrency", 1), ("retries", 0), ("seed", 0)):
             if not isinstance(getattr(self, key), int) or getattr(self, key) < low:
-                raise ConfigError(f"HTTP setting {key}={getattr(self, key)!r} must be a whole number >= {low}")
+                raise ConfigError(f"{_name(key)} {getattr(self, key)!r} must be a whole number >= {low}")
         if self.max_queries is not None and (not isinstance(self.max_queries, int) or self.max_queries < 0):
-            raise ConfigError(f"HTTP setting max_queries={self.max_queries!r} must be a whole number >= 0")
+            raise ConfigError(f"--max-queries {self.max_queries!r} must be a whole number >= 0")
         if not self.timeout > 0 or self.backoff < 0 or (self.rate is not None and not self.rate > 0):
-            raise ConfigError("HTTP settings timeout and rate must be positive and backoff must not be negative")
+            raise ConfigError("--timeout and --rate must be positive, and the HTTP setting backoff must not be negative")
         if self.auth_env is not None and not (isinstance(self.auth_env, str) and self.auth_env):
-            raise ConfigError("HTTP setting auth_env must be the name of an environment variable holding the credential")
+            raise ConfigError("--auth-env must be the name of an environment variable holding the credential")
 
     @classmethod
     def from_dict(cls, raw: Mapping[str, Any] | None) -> HttpSettings:
@@ -111,14 +122,14 @@ class HttpSettings:
                 kw[key] = _number(key, value, float)
             elif key in ("feature_names", "classes"):
                 if not isinstance(value, (list, tuple)) or not all(isinstance(v, (str, int, float)) for v in value):
-                    raise ConfigError(f"HTTP setting {key} must be a list of labels, e.g. {key}=[\"a\", \"b\"]")
+                    raise ConfigError(f"{_name(key)} must be a list of labels, e.g. {_name(key)} a,b")
                 kw[key] = tuple(str(v) for v in value) if key == "feature_names" else tuple(value)
             elif key == "headers":
                 if not isinstance(value, Mapping) or not all(isinstance(k, str) and isinstance(v, str) for k, v in value.items()):
                     raise ConfigError("HTTP setting headers must map header names to string values")
                 kw[key] = tuple(value.items())
             elif not isinstance(value, str):
-                raise ConfigError(f"HTTP setting {key}={value!r} must be a string")
+                raise ConfigError(f"{_name(key)} {value!r} must be a string")
             else:
                 kw[key] = value
         return cls(**kw)
@@ -129,7 +140,7 @@ def _auth_value(settings: HttpSettings) -> str | None:
         return None
     secret = os.environ.get(settings.auth_env)
     if not secret:
-        raise ConfigError(f"environment variable {settings.auth_env} (named by auth_env) is not set or empty; export the endpoint's credential in it")
+        raise ConfigError(f"environment variable {settings.auth_env} (named by --auth-env) is not set or empty; export the endpoint's credential in it")
     return secret.strip()
 
 
@@ -203,6 +214,7 @@ class HttpTarget:
         self.protocol = resolve_protocol(s.protocol, parsed.path)
         self._wire = WireFormat(self.protocol, s.input_field, s.output_field, s.row_format, s.feature_names)
         self._classes = None if s.classes is None else np.asarray(s.classes)
+        self._data_classes: NDArray[np.generic] | None = None
         self._secret = _auth_value(s)
         headers = httpx.Headers({"Content-Type": "application/json", "Accept": "application/json", "User-Agent": "privaudit"})
         for name, value in s.headers:
@@ -215,6 +227,7 @@ class HttpTarget:
         self._pacer = _Pacer(s.rate)
         self._queries = 0
         self._requests = 0
+        self._batch_cap = s.batch_size  # lowered for good when the endpoint answers 429 to a larger request
         self._budget_used = 0  # records handed to the endpoint at least once (what max_queries caps)
         limits = httpx.Limits(max_connections=s.concurrency, max_keepalive_connections=s.concurrency)
         # Redirects are not followed: a POST bounced elsewhere could carry the credential to another host.
@@ -228,8 +241,12 @@ class HttpTarget:
     @property
     def classes(self) -> NDArray[np.generic]:
         if self._classes is None:
-            raise ClassesUnknown(f"{self.display_url}: the classes are unknown until the endpoint has answered once; set classes in the HTTP settings")
+            raise ClassesUnknown(f"{self.display_url}: the classes are unknown until the endpoint has answered once; give them with --classes")
         return self._classes
+
+    def use_data_classes(self, labels: Any) -> None:
+        """The audited data's labels: the classes of label or top-k answers when --classes is not given."""
+        self._data_classes = classes_from_labels(labels)
 
     @property
     def queries(self) -> int:
@@ -250,15 +267,15 @@ class HttpTarget:
         n, cap = len(X), self.settings.max_queries
         if cap is not None and self._budget_used + n > cap:
             raise QueryBudgetExceeded(
-                f"{self.display_url}: sending {n} more records would exceed max_queries={cap} "
-                f"({self._budget_used} already sent); raise max_queries or audit fewer records"
+                f"{self.display_url}: sending {n} more records would exceed --max-queries {cap} "
+                f"({self._budget_used} already sent); raise --max-queries or audit fewer records"
             )
-        size = self.settings.batch_size
+        size = self._batch_cap
         spans = [(i, min(i + size, n)) for i in range(0, n, size)]
         batches = self._run([X[a:b] for a, b in spans])
         rows = [row for batch in batches for row in batch]
         try:
-            out, classes = decode(rows, self._classes)
+            out, classes = decode(rows, self._classes, self._data_classes)
         except EndpointError as exc:
             raise EndpointError(f"{self.display_url}: {exc}") from None
         if self._classes is None and n:
@@ -308,12 +325,21 @@ class HttpTarget:
 
     def _send(self, X: NDArray[np.float64], stop: threading.Event) -> list[Any]:
         n = len(X)
-        body = self._wire.encode(X)
         with self._lock:
             cap = self.settings.max_queries
             if cap is not None and self._budget_used + n > cap:  # only reachable with concurrent predict calls
-                raise QueryBudgetExceeded(f"{self.display_url}: max_queries={cap} reached; raise max_queries or audit fewer records")
+                raise QueryBudgetExceeded(f"{self.display_url}: --max-queries {cap} reached; raise it or audit fewer records")
             self._budget_used += n
+        return self._post(X, stop)
+
+    def _post(self, X: NDArray[np.float64], stop: threading.Event) -> list[Any]:
+        """POST ``X``, split into requests the endpoint accepts; a 429 on a multi-record request halves
+        the size of every later request (down to one record), which then holds for this target."""
+        size = self._batch_cap
+        if len(X) > size:
+            return [row for a in range(0, len(X), size) for row in self._post(X[a:a + size], stop)]
+        n = len(X)
+        body = self._wire.encode(X)
         attempts = self.settings.retries + 1
         last = ""
         for attempt in range(attempts):
@@ -334,6 +360,12 @@ class HttpTarget:
                     self._count(queries=n)
                     return rows
                 status, excerpt = resp.status_code, self._excerpt(resp)
+                if status != 429:
+                    mismatch = protocol_mismatch(self.protocol, self._wire.input_field, resp.text)
+                    if mismatch is not None:
+                        raise EndpointError(
+                            f"{self.display_url} answered HTTP {status} naming '{mismatch[0]}' ({excerpt}): it expects "
+                            f"{mismatch[1]} requests but privaudit sent {self.protocol} ones; pass --protocol {mismatch[1]}")
                 if status != 429 and status < 500:
                     raise EndpointError(f"{self.display_url} answered HTTP {status}: {excerpt}{self._hint(resp)}")
                 last = f"HTTP {status}: {excerpt}"
@@ -341,12 +373,26 @@ class HttpTarget:
                 if retry_after is not None and retry_after > _MAX_RETRY_AFTER:
                     raise EndpointError(
                         f"{self.display_url} answered HTTP {status} and asked to wait {retry_after:.0f} s before retrying; "
-                        "its quota is spent, so lower rate or try again later"
+                        "its quota is spent, so lower --rate or try again later"
                     )
+                if status == 429 and n > 1:
+                    with self._lock:
+                        self._batch_cap = min(self._batch_cap, max(1, n // 2))
+                    wait_s = retry_after if retry_after is not None else self._backoff(0, None)
+                    if stop.wait(wait_s):
+                        raise _Cancelled()
+                    return self._post(X, stop)  # smaller requests, with a fresh retry budget
             if attempt + 1 < attempts and stop.wait(self._backoff(attempt, retry_after)):
                 raise _Cancelled()
+        if last.startswith("HTTP 429"):
+            raise EndpointError(
+                f"{self.display_url} refused even a single record per request {attempts} time(s) in a row (last: {last}); "
+                f"its rate limit is below what privaudit sends: lower --rate (records per second, e.g. --rate 1) "
+                f"and --batch-size, or raise --retries"
+            )
         raise EndpointError(
-            f"{self.display_url} failed {attempts} time(s) in a row (last: {last}); check the endpoint is up, or raise retries or timeout"
+            f"{self.display_url} failed {attempts} time(s) in a row (last: {last}); check the endpoint is up, "
+            "or raise --retries or --timeout"
         )
 
     def _extract(self, resp: httpx.Response, n: int) -> list[Any]:
@@ -384,13 +430,13 @@ class HttpTarget:
     def _hint(self, resp: httpx.Response) -> str:
         status = resp.status_code
         if status in (401, 403):
-            where = f"the credential in ${self.settings.auth_env}" if self.settings.auth_env else "no credential (set auth_env)"
-            return f"; the endpoint refused {where}, check it and auth_header"
+            where = f"the credential in ${self.settings.auth_env}" if self.settings.auth_env else "no credential (set --auth-env)"
+            return f"; the endpoint refused {where}, check it and --auth-header"
         if status in (404, 405):
-            return f"; check the URL and protocol (sending {self.protocol} requests)"
+            return f"; check the URL and --protocol (sending {self.protocol} requests)"
         if 300 <= status < 400:
             return f"; it redirects to {resp.headers.get('Location', '?')}, use that URL directly"
-        return "; the endpoint rejected the request, check protocol, input_field and row_format"
+        return "; the endpoint rejected the request, check --protocol and --input-field"
 
 
 @register_loader("http")

@@ -49,6 +49,11 @@ class SklearnTarget:
         self._queries = 0
         names = getattr(estimator, "feature_names_in_", None)
         self._feature_names = list(names) if names is not None else None
+        self._codec: Any = None
+
+    def use_codec(self, codec: Any) -> None:
+        """Text columns arrive as codes; ``codec`` (a privaudit.textcolumns.FrameCodec) turns them back."""
+        self._codec = codec
 
     @property
     def classes(self) -> NDArray[np.generic]:
@@ -59,6 +64,8 @@ class SklearnTarget:
         return self._queries
 
     def _frame(self, X: NDArray[np.float64]) -> Any:
+        if self._codec is not None:
+            return self._codec.frame(X)
         if self._feature_names is None:
             return X
         import pandas as pd

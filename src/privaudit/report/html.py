@@ -1,7 +1,7 @@
 """The HTML report: one self-contained page that a reader without an ML background can follow.
 
 Layout, top to bottom: the verdict in one sentence, regressions against a baseline (when there are
-any), the findings with their checks and remediation, the plots (ROC per attack, member/non-member
+any), the findings with their checks and remediation, the plots (one ROC plot of every attack, member/non-member
 score histograms, per-class vulnerability), the most exposed records, the what-if table, the audit
 questions and the provenance.
 
@@ -157,16 +157,22 @@ def roc_axis_floor(attacks: list[AttackReport], n_nonmembers: int) -> float:
     return min(lo, _decade_below(min(tprs, default=lo)))
 
 
-def _roc_plot(a: AttackReport, n_nonmembers: int, lo: float) -> Plot | None:
-    if a.roc is None:
+# The rest of the Okabe-Ito palette, after blue (the strongest attack), with dash patterns so that
+# curves stay apart in grey print too.
+_CURVES = [("#D55E00", "--"), ("#009E73", "-."), ("#E69F00", ":"), ("#56B4E9", "--"), ("#CC79A7", "-."),
+           ("#000000", ":"), ("#F0E442", "--")]
+
+
+def _roc_plot(attacks: list[AttackReport], best: str | None, n_nonmembers: int, lo: float) -> Plot | None:
+    """Every attack's ROC curve on one pair of log axes (the strongest drawn thickest, in blue)."""
+    drawn = [a for a in attacks if a.roc is not None]
+    if not drawn:
         return None
-    # Log axes: zero points cannot be drawn, and points left of the axis would only draw a flat line.
-    pts = [(f, t) for f, t in zip(a.roc.fpr, a.roc.tpr) if f >= lo and t > 0]
     from matplotlib.ticker import NullFormatter
 
-    # Fixed margins: one of these per attack, and constrained layout would triple the drawing time.
-    fig = _new_figure(4.2, 3.7, constrained=False)
-    fig.subplots_adjust(left=0.16, right=0.97, bottom=0.13, top=0.92)
+    # Fixed margins: constrained layout would triple the drawing time.
+    fig = _new_figure(7.0, 4.6, constrained=False)
+    fig.subplots_adjust(left=0.1, right=0.63, bottom=0.12, top=0.93)
     ax = fig.add_subplot()
     ax.set_xscale("log")
     ax.set_yscale("log")
@@ -176,26 +182,36 @@ def _roc_plot(a: AttackReport, n_nonmembers: int, lo: float) -> Plot | None:
         ax.axvspan(lo, 1.0 / n_nonmembers, color="#e5e7eb", lw=0,
                    label=f"not measurable (FPR < 1/{n_nonmembers})")
     ax.plot([lo, 1.0], [lo, 1.0], ls="--", color=GREY, lw=1, label="chance (guessing)")
-    if pts:
-        ax.plot([p[0] for p in pts], [p[1] for p in pts], color=BLUE, lw=1.8, label=_mpl_text(a.name))
-    ops = [(float(k), v) for k, v in a.tpr_at_fpr.items() if v is not None and v > 0 and float(k) >= lo]
-    if ops:
-        ax.plot([o[0] for o in ops], [o[1] for o in ops], "o", color=VERMILLION, ms=4, label="reported operating points")
+    others = iter(_CURVES * 2)
+    flat = []
+    for a in sorted(drawn, key=lambda a: a.name != best):  # the strongest first: it leads the legend
+        assert a.roc is not None
+        # Log axes: zero points cannot be drawn, and points left of the axis would only draw a flat line.
+        pts = [(f, t) for f, t in zip(a.roc.fpr, a.roc.tpr) if f >= lo and t > 0]
+        colour, dash = (BLUE, "-") if a.name == best else next(others)
+        label = f"{_mpl_text(a.name, 24)} (AUC {a.auc:.3f})"
+        if pts:
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], color=colour, ls=dash, lw=2.2 if a.name == best else 1.4,
+                    label=label)
+        else:
+            flat.append(a.name)
     ax.set_xlim(lo, 1.0)
     ax.set_ylim(lo, 1.05)
     ax.set_xlabel("false positive rate (non-members wrongly flagged)")
     ax.set_ylabel("true positive rate (members found)")
-    ax.set_title(f"{_mpl_text(a.name)}  (AUC {a.auc:.3f})")
+    ax.set_title("ROC curves of every attack")
     ax.grid(True, which="major", color="#f3f4f6", lw=0.8)
-    ax.legend(loc="lower right")
-    t1 = a.tpr_at_fpr.get("0.01")
-    alt = (f"ROC curve of the {a.name} attack on log-log axes, with the chance diagonal. AUC {a.auc:.3f}; "
-           f"at 1% false positives it finds {_pct(t1)} of members.")
-    if not pts:
-        alt += " The attack found no members at any measured false-positive rate."
-    caption = (f"{a.name}: AUC {a.auc:.3f}, TPR {_pct(t1)} at 1% FPR. A curve above the dashed diagonal, "
-               "especially at the left, means the attack beats guessing.")
-    return Plot("roc", _svg_uri(fig, f"ROC curve: {a.name}"), alt, caption, a.name)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0)
+    names = [a.name for a in drawn]
+    parts = [f"{a.name} AUC {a.auc:.3f}, {_pct(a.tpr_at_fpr.get('0.01'))} of members at 1% false positives"
+             for a in drawn]
+    alt = "ROC curves on log-log axes, with the chance diagonal: " + "; ".join(parts) + "."
+    if flat:
+        alt += f" No members found at any measured false-positive rate by: {', '.join(flat)}."
+    caption = ("One curve per attack" + (f"; {best} (the strongest) in solid blue" if best in names else "")
+               + ". A curve above the dashed diagonal, especially at the left, means the attack beats guessing.")
+    return Plot("roc", _svg_uri(fig, "ROC curves: " + ", ".join(names)), alt, caption, ",".join(names))
+
 
 
 def _histogram_plot(a: AttackReport) -> Plot | None:
@@ -267,12 +283,9 @@ def build_plots(report: Report) -> dict[str, Any]:
     out: dict[str, Any] = {"roc": [], "no_roc": [], "histogram": None, "per_class": None, "per_class_skipped": 0}
     lo = roc_axis_floor(m.attacks, report.data.holdout)
     with style.context("default"), matplotlib.rc_context(_RC):  # ignore the user's matplotlibrc; restore after
-        for a in m.attacks:
-            p = _roc_plot(a, report.data.holdout, lo)
-            if p is None:
-                out["no_roc"].append(a.name)
-            else:
-                out["roc"].append(p)
+        out["no_roc"] = [a.name for a in m.attacks if a.roc is None]
+        roc = _roc_plot(list(m.attacks), m.best, report.data.holdout, lo)
+        out["roc"] = [roc] if roc is not None else []
         if best is not None:
             out["histogram"] = _histogram_plot(best)
             out["per_class"], out["per_class_skipped"] = _per_class_plot(best)
@@ -346,14 +359,43 @@ def build_verdict(report: Report) -> dict[str, Any]:
 # ------------------------------------------------------------------------------------------- findings
 
 
-def _finding_view(f: Finding) -> dict[str, Any]:
+# Model formats (the adapter that loaded the model) by family; others (http, callable) are black boxes.
+_FAMILIES = {"sklearn": "sklearn", "skops": "sklearn", "pickle": "sklearn", "torch": "torch"}
+
+
+def remedies_for_family(blocks: list[dict[str, Any]], model_format: str) -> list[dict[str, Any]]:
+    """Keep the code examples that fit the model's family: a scikit-learn model gets a scikit-learn
+    remedy in place of PyTorch's DP-SGD. For a black box every example stays."""
+    from privaudit.rules.examples import DP_TRAINING_EXAMPLES, FAMILY_EXAMPLES
+
+    family = _FAMILIES.get(model_format)
+    if family is None:
+        extra = [{"kind": "code", "label": label, "code": code} for label, code in FAMILY_EXAMPLES.values()]
+    else:
+        extra = [{"kind": "code", "label": label, "code": code} for label, code in [FAMILY_EXAMPLES[family]]] \
+            if family in FAMILY_EXAMPLES else []
+    out: list[dict[str, Any]] = []
+    for b in blocks:
+        owner = DP_TRAINING_EXAMPLES.get(b.get("label") or "") if b["kind"] == "code" else None
+        if owner is not None and family is not None and owner != family:
+            out += extra  # the family's own example, where the other family's stood
+            extra = []
+            continue
+        out.append(b)
+        if owner is not None and family is None:
+            out += extra  # a black box: every family's example, side by side
+            extra = []
+    return out
+
+
+def _finding_view(f: Finding, model_format: str = "") -> dict[str, Any]:
     order = {CheckStatus.FAIL: 0, CheckStatus.UNKNOWN: 1, CheckStatus.MANUAL: 2, CheckStatus.PASS: 3}
     return {
         "f": f,
         "anchor": "finding-" + re.sub(r"[^A-Za-z0-9_-]+", "-", f.rule_id).strip("-"),
         "checks": sorted(f.checks, key=lambda c: order.get(c.status, 9)),
         "counts": {s.value: sum(c.status == s for c in f.checks) for s in CheckStatus},
-        "remediation": remediation_blocks(f.remediation),
+        "remediation": remedies_for_family(remediation_blocks(f.remediation), model_format),
     }
 
 
@@ -379,7 +421,7 @@ def build_context(report: Report, options: WriteOptions) -> dict[str, Any]:
         "r": report,
         "title": report.model_name or report.model.path or "model",
         "verdict": build_verdict(report),
-        "findings": [_finding_view(f) for f in findings],
+        "findings": [_finding_view(f, report.model.format) for f in findings],
         "plots": build_plots(report),
         "fpr_keys": [k for k in ("0.01", "0.001", "0.0001") if any(k in a.tpr_at_fpr for a in m.attacks)],
         "records_head": records[:VISIBLE_RECORDS],

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import html
+import re
+
 from privaudit.findings import Finding
 from privaudit.report import WriteOptions, register_writer
 from privaudit.report.schema import FPR_KEYS, Report
@@ -10,14 +13,37 @@ SUMMARY_CHARS = 140
 MAX_WARNINGS = 3
 
 
+# Underscores inside a word (rmia_online) never start emphasis, so only those at a word's edge are escaped;
+# with [ and ] escaped no link or image can form, so parentheses and ! stay as written.
+_MARKDOWN_SPECIAL = re.compile(r"([\\`*{}\[\]#|~]|(?<!\w)_|_(?!\w))")
+
+
+def _text(text: object) -> str:
+    """A user-supplied string (model or column name, suppression id or reason) as literal Markdown:
+    one line, HTML escaped, Markdown punctuation backslash-escaped (a pipe cannot end a table cell)."""
+    line = html.escape(" ".join(str(text).split()), quote=False)
+    return _MARKDOWN_SPECIAL.sub(r"\\\1", line)
+
+
+def _code(text: str) -> str:
+    """A name as inline code (where HTML and Markdown are inert), or escaped text if it holds a backtick."""
+    line = " ".join(text.split())
+    return f"`{line}`" if "`" not in line and line else _text(line)
+
+
 def _cell(text: object) -> str:
-    """Text safe inside a Markdown table cell: one line, pipes escaped."""
-    return " ".join(str(text).split()).replace("|", "\\|")
+    """Text safe inside a Markdown table cell."""
+    return _text(text)
 
 
 def _short(text: str, limit: int = SUMMARY_CHARS) -> str:
+    """One line of at most ``limit`` characters, cut between words (a single over-long word is cut)."""
     line = " ".join(text.split())
-    return line if len(line) <= limit else line[: limit - 3].rstrip() + "..."
+    if len(line) <= limit:
+        return line
+    head = line[: limit - 1]
+    cut = head.rfind(" ")
+    return (head[:cut] if cut > limit // 2 else head).rstrip(" ,;:-") + "…"
 
 
 def _pct(value: float | None) -> str:
@@ -34,7 +60,7 @@ def _status(finding: Finding) -> str:
 
 def verdict(report: Report) -> str:
     failed = [f for f in report.findings if f.failed]
-    model = f"`{report.model_name}`" if report.model_name else "the model"
+    model = _code(report.model_name) if report.model_name else "the model"
     if not failed:
         unknown = sum(f.status == "unknown" for f in report.findings)
         extra = f" ({unknown} rule{'s' if unknown != 1 else ''} without evidence)" if unknown else ""
@@ -49,10 +75,10 @@ def to_markdown(report: Report) -> str:
     lines = [verdict(report), ""]
     if report.regressions:
         lines += ["**Regressions since the baseline**", ""]
-        lines += [f"- {r.kind} `{r.id}`: {_short(r.message)}" for r in report.regressions]
+        lines += [f"- {_text(r.kind)} {_code(r.id)}: {_text(_short(r.message))}" for r in report.regressions]
         lines.append("")
     if not report.split_check.passed:
-        lines += [f"> Split check failed: {_short(report.split_check.message)}", ""]
+        lines += [f"> Split check failed: {_text(_short(report.split_check.message))}", ""]
     if report.findings:
         lines += ["| Rule | Severity | Status | Summary |", "|---|---|---|---|"]
         for f in report.findings:
@@ -87,7 +113,7 @@ def to_markdown(report: Report) -> str:
     if report.warnings:
         shown = report.warnings[:MAX_WARNINGS]
         more = len(report.warnings) - len(shown)
-        lines += [f"- warning: {_short(w)}" for w in shown]
+        lines += [f"- warning: {_text(_short(w))}" for w in shown]
         if more:
             lines.append(f"- and {more} more warning{'s' if more != 1 else ''} (see the full report)")
         lines.append("")

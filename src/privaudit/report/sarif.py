@@ -13,15 +13,14 @@ import hashlib
 import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Sequence
 
 from privaudit.findings import SECURITY_SEVERITY, CheckStatus, Finding, Severity
-from privaudit.report import WriteOptions, register_writer
+from privaudit.report import WriteOptions, register_scan_writer, register_writer
 from privaudit.report.schema import Report
 
 SARIF_SCHEMA = "https://json.schemastore.org/sarif-2.1.0.json"
 SARIF_VERSION = "2.1.0"
-INFORMATION_URI = "https://pypi.org/project/privaudit/"
 FINGERPRINT_KEY = "privauditFindingId/v1"
 MAX_TAGS = 10
 DEFAULT_LOCATION = "README.md"  # used only when the model is not a local file and no sarif_location was given
@@ -81,9 +80,11 @@ def _tags(technique: str, mappings: dict[str, list[str]]) -> list[str]:
     return list(dict.fromkeys(tags + mitigations))[:MAX_TAGS]
 
 
-def _rule_finding(report: Report, rule_id: str) -> Finding | None:
-    """The finding that sets a rule's severity: the worst failed one, else any one for the rule."""
-    mine = [f for f in report.findings if f.rule_id == rule_id]
+def _rule_finding(report: Any, rule_id: str) -> Finding | None:
+    """The finding that sets a rule's severity: the worst failed one, else any one for the rule.
+    ``report`` is anything with ``findings`` (or the findings themselves)."""
+    items: Sequence[Finding] = getattr(report, "findings", report)
+    mine = [f for f in items if f.rule_id == rule_id]
     failed = [f for f in mine if f.status == "fail"]
     if failed:
         return max(failed, key=lambda f: f.severity.rank)
@@ -137,13 +138,23 @@ def _check_counts(finding: Finding) -> dict[str, int]:
     return {s.value: sum(c.status == s for c in finding.checks) for s in CheckStatus}
 
 
-def _result(finding: Finding, index: int, uri: str) -> dict[str, Any]:
+def location(uri: str, line: int = 1, arn: str | None = None) -> dict[str, Any]:
+    """A SARIF location: a file and line, plus the cloud resource (ARN) as a logical location."""
+    loc: dict[str, Any] = {"physicalLocation": {"artifactLocation": {"uri": uri}, "region": {"startLine": max(1, line)}}}
+    if arn:
+        loc["logicalLocations"] = [{"fullyQualifiedName": arn, "kind": "resource"}]
+    return loc
+
+
+def _result(finding: Finding, index: int, locations: str | list[dict[str, Any]]) -> dict[str, Any]:
+    if isinstance(locations, str):  # a file path (the monitor's SARIF passes one)
+        locations = [location(locations)]
     result: dict[str, Any] = {
         "ruleId": finding.rule_id,
         "ruleIndex": index,
         "level": level_for(finding.severity),
         "message": {"text": _message(finding)},
-        "locations": [{"physicalLocation": {"artifactLocation": {"uri": uri}, "region": {"startLine": 1}}}],
+        "locations": locations[:1],
         "partialFingerprints": {FINGERPRINT_KEY: hashlib.sha256(finding.id.encode("utf-8")).hexdigest()},
         "properties": {
             "findingId": finding.id,
@@ -155,46 +166,87 @@ def _result(finding: Finding, index: int, uri: str) -> dict[str, Any]:
             "failingChecks": [c.check for c in finding.checks if c.status == CheckStatus.FAIL],
         },
     }
+    if len(locations) > 1:
+        result["relatedLocations"] = [{"id": i, **loc} for i, loc in enumerate(locations[1:], start=1)]
     if finding.suppressed:
         result["suppressions"] = [{"kind": "external",
                                    "justification": finding.suppression_reason or "suppressed by policy"}]
     return result
 
 
-def to_sarif(report: Report, options: WriteOptions | None = None) -> dict[str, Any]:
-    """The SARIF log as a dict (see :func:`render` for the text)."""
+def build_log(findings: Sequence[Finding], locate: Callable[[Finding], list[dict[str, Any]]], *, version: str,
+              automation_id: str, properties: dict[str, Any]) -> dict[str, Any]:
+    """The one SARIF builder: rule descriptors from the rule registry, one result per failed finding
+    at the locations ``locate`` gives (the first is primary, the rest related)."""
     from privaudit.rules import rules
 
-    options = options or WriteOptions()
     metas = [meta for meta, _fn in rules().values()]
     index = {meta.id: i for i, meta in enumerate(metas)}
-    descriptors = [_descriptor(meta, _rule_finding(report, meta.id)) for meta in metas]
-    uri = _location_uri(report, options)
+    descriptors = [_descriptor(meta, _rule_finding(findings, meta.id)) for meta in metas]
     results = []
-    for finding in report.findings:
+    for finding in findings:
         if finding.status != "fail":
             continue
         if finding.rule_id not in index:  # a rule this version does not know (report from another version)
             continue
-        results.append(_result(finding, index[finding.rule_id], uri))
-    version = report.provenance.privaudit_version
-    model_name = report.model_name or "model"
+        results.append(_result(finding, index[finding.rule_id], locate(finding)))
     run: dict[str, Any] = {
         "tool": {"driver": {"name": "privaudit", "version": version, "semanticVersion": version,
-                            "informationUri": INFORMATION_URI, "rules": descriptors}},
-        "automationDetails": {"id": f"privaudit/{model_name}/"},
+                            "rules": descriptors}},  # no informationUri: privaudit has no published home page yet
+        "automationDetails": {"id": automation_id},
         "invocations": [{"executionSuccessful": True}],
         "results": results,
-        "properties": {
-            "schemaVersion": report.schema_version,
-            "modelName": model_name,
-            "modelSha256": report.provenance.sha256.get("model"),
-            "createdAt": report.provenance.created_at,
-        },
+        "properties": properties,
     }
     return {"$schema": SARIF_SCHEMA, "version": SARIF_VERSION, "runs": [run]}
+
+
+def to_sarif(report: Report, options: WriteOptions | None = None) -> dict[str, Any]:
+    """The SARIF log as a dict (see :func:`render` for the text)."""
+    options = options or WriteOptions()
+    uri = _location_uri(report, options)
+    model_name = report.model_name or "model"
+    return build_log(report.findings, lambda _f: [location(uri)], version=report.provenance.privaudit_version,
+                     automation_id=f"privaudit/{model_name}/",
+                     properties={"schemaVersion": report.schema_version, "modelName": model_name,
+                                 "modelSha256": report.provenance.sha256.get("model"),
+                                 "createdAt": report.provenance.created_at})
+
+
+def scan_locations(report: Any, finding: Finding, fallback: str) -> list[dict[str, Any]]:
+    """Where a scan finding points: the resource behind its first failing check (file and line, or
+    the ARN with ``fallback`` as the file GitHub needs), then the deployment's endpoint."""
+    out: list[dict[str, Any]] = []
+    for c in finding.checks:
+        where = c.data.get("location") if c.status == CheckStatus.FAIL else None
+        if isinstance(where, dict):
+            loc = location(str(where["file"]), int(where.get("line") or 1)) if where.get("file") else \
+                location(fallback, 1, str(where.get("arn")))
+            if loc not in out:
+                out.append(loc)
+    dep = report.deployment_for(finding)
+    if dep is not None:
+        loc = location(dep.file, dep.line or 1) if dep.file else location(fallback, 1, dep.arn or dep.id)
+        if loc not in out:
+            out.append(loc)
+    return out or [location(fallback)]
+
+
+def to_sarif_scan(report: Any, options: WriteOptions | None = None) -> dict[str, Any]:
+    """SARIF for a ScanReport, through the same :func:`build_log`."""
+    options = options or WriteOptions()
+    fallback = options.sarif_location or DEFAULT_LOCATION
+    return build_log(report.findings, lambda f: scan_locations(report, f, fallback),
+                     version=report.provenance.privaudit_version, automation_id="privaudit/scan/",
+                     properties={"schemaVersion": report.schema_version, "reportKind": "scan",
+                                 "deployments": len(report.deployments), "createdAt": report.provenance.created_at})
 
 
 @register_writer("sarif", ".sarif", ".sarif.json")
 def render(report: Report, options: WriteOptions) -> str:
     return json.dumps(to_sarif(report, options), indent=2, ensure_ascii=False) + "\n"
+
+
+@register_scan_writer("sarif", ".sarif", ".sarif.json")
+def render_scan(report: Any, options: WriteOptions) -> str:
+    return json.dumps(to_sarif_scan(report, options), indent=2, ensure_ascii=False) + "\n"

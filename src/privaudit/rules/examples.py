@@ -22,3 +22,16 @@ limits:
   on_storage_error: deny
   default: "10/second;200/minute;5000/day"
 detectors: {prada: {}, fingerprint: {}, rotation: {}, boundary: {}, volume: {}}"""
+
+SKLEARN_LESS_MEMORISATION = """\
+# scikit-learn has no DP-SGD; make the model memorise less, then re-audit
+from sklearn.ensemble import RandomForestClassifier
+model = RandomForestClassifier(min_samples_leaf=20, max_depth=10)  # no leaf holds a single record
+# MLPClassifier(alpha=1e-2, early_stopping=True), LogisticRegression(C=0.1): stronger regularisation
+# for a DP guarantee, train with a DP library for scikit-learn-style models (e.g. diffprivlib)
+# and state it: privaudit audit ... --claimed-epsilon 3.0"""
+
+# Examples that fit one model family only, by the title they are shown under. A report on a model of
+# another family shows that family's example in their place; a black box (endpoint, callable) shows all.
+DP_TRAINING_EXAMPLES = {"DP-SGD with Opacus": "torch", "Less memorisation in scikit-learn": "sklearn"}
+FAMILY_EXAMPLES = {"sklearn": ("Less memorisation in scikit-learn", SKLEARN_LESS_MEMORISATION)}
