@@ -191,7 +191,7 @@ def write(quick: bool, ks: tuple[int, ...], started: str, wall: float, load_star
     lines += ["Speed-up is the 1-worker time over the 2-worker time on the same backend. On two dedicated cores it "
               "would approach 2x for models this long; here two workers share the two cores with the other jobs "
               "behind the load average above, so a second worker mostly competes for the same CPU share, and each "
-              "single run can be off by tens of per cent (see the ranges).", ""]
+              "single run can be off by tens of per cent (see the ranges).", "", per_run_speedups(runs, ks), ""]
     lines += ["## Why wall times on this machine mislead", "",
               "Wall and CPU seconds of one model, measured inside the process that trains it (median of "
               f"{len(serial)} models, min-max in brackets):", ""]
@@ -202,9 +202,7 @@ def write(quick: bool, ks: tuple[int, ...], started: str, wall: float, load_star
     lines += ["A model costs about the same CPU time wherever it runs; its wall time is that CPU time stretched by however "
               "much of a core the process gets on a machine running many other jobs on its 2 cores (see the load "
               "above). The differences between the backends' wall times in the table above are mostly that share, "
-              "not work either backend does or saves; the CPU seconds per model are the number to project from. "
-              "One thing we saw and did not explain: a Ray task's wall time per model came out lower than the same "
-              "model's in this process, at the same CPU time, although Ray starts its workers at nice 15.", ""]
+              "not work either backend does or saves; the CPU seconds per model are the number to project from.", ""]
     per_task = {w: [(rows["ray", w, k] - rows["local", w, k]) / k for k in ks] for w in (1, 2)}
     lines += ["## Ray's cost per task", "",
               f"- A task that trains nothing (returns uniform scores for the {X.shape[0]} records), run one at a time "
@@ -225,6 +223,16 @@ def write(quick: bool, ks: tuple[int, ...], started: str, wall: float, load_star
         "startup_seconds": startup, "noop_task_seconds": noop,
         "times": [{"backend": b, "workers": w, "k": k, "seconds": s} for (b, w, k), s in runs.items()]}, indent=2))
     print(f"wrote {path}")
+
+
+def per_run_speedups(runs: dict[tuple[str, int, int], list[float]], ks: tuple[int, ...]) -> str:
+    """1→2-worker speed-up within each run of the grid (1 and 2 workers of one backend ran minutes apart)."""
+    parts = []
+    for name in ("local", "ray"):
+        per_k = [", ".join(f"{a / b:.2f}x" for a, b in zip(runs[name, 1, k], runs[name, 2, k])) for k in ks]
+        parts.append(f"{name}: " + "; ".join(f"K={k} {v}" for k, v in zip(ks, per_k)))
+    return ("Speed-up 1→2 workers within each run, in run order: " + " — ".join(parts)
+            + ". A run near 2x shows what a second core gives when it is free.")
 
 
 def projection(t_model: float, overhead: float, X: np.ndarray) -> list[str]:
