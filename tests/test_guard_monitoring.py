@@ -26,7 +26,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 import traffic as T
 from privaudit.errors import ConfigError
 from privaudit.guard.events import QueryEvent
-from privaudit.guard.monitoring import Monitor, build_monitor, cooled, target_step
+from privaudit.guard.monitoring import Monitor, MonitorError, build_monitor, cooled, target_step
 from privaudit.guard.querylog import LogConfig, QueryLog, features_from_record, rotated_time
 
 KEY_ENV = "PRIVAUDIT_TEST_LOG_KEY"
@@ -386,14 +386,18 @@ def test_observe_is_thread_safe_and_takes_odd_requests(tmp_path: Path, target: T
     odd = [QueryEvent("p", "t", T.T0, "10.0.0.1", np.empty((0, 64)), None, "rejected", 400),
            QueryEvent("p", "t", T.T0, "10.0.0.1", np.arange(64.0), None, "blocked", 429),
            QueryEvent("p", "t", T.T0, "10.0.0.1", np.array([["a", "b"]]), None, "allowed", 200)]
-    verdicts = [mon.observe(ev) for ev in odd]
+    verdicts = [mon.observe(ev) for ev in odd[:2]]
+    with pytest.raises(MonitorError):  # unreadable rows: an error the proxy turns into a refusal, never a pass
+        mon.observe(odd[2])
     mon.close()
     assert not errors and all(v.level == "log" for v in verdicts)
-    assert "error" in verdicts[2].evidence  # unparseable rows: reported, never raised into the proxy
+    assert mon.metrics.errors._value.get() == 1
     lines = (tmp_path / "querylog.jsonl").read_text().splitlines()
     assert len(lines) == len(evs) + 2
+    # The blocked request's row was never answered: logged without rows, counted nowhere.
+    assert json.loads(lines[-1])["rows"] == [] and json.loads(lines[-1])["decision"] == "blocked"
     assert sum(mon.standings.peek(p).queries for p, _ in mon.standings.items()) == sum(  # type: ignore[union-attr]
-        len(r.rows) for r in reqs) + 1
+        len(r.rows) for r in reqs)
 
 
 # --- configuration ---------------------------------------------------------------------------------------

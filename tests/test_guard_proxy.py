@@ -345,7 +345,8 @@ def test_hardening_is_applied_per_tier_in_kserve_v1_and_v2(tmp_path: Path, upstr
 def test_custom_json_with_named_features_round_trips(tmp_path: Path, upstream: str, keys: dict[str, str], model: Any) -> None:
     proto = {"type": "custom", "input_field": "data.rows", "output_field": "result.scores", "row_format": "dict",
              "feature_names": FEATURES, "classes": CLASSES}
-    cfg = guard_config(tmp_path, upstream, protocol=proto, hardening={"default": {"output": "top_k", "k": 1, "round": 2}})
+    cfg = guard_config(tmp_path, upstream, protocol=proto, hardening={"default": {"output": "top_k", "k": 1, "round": 2}},
+                       routes=["/api/score"])
     app = build_app(cfg, monitor=FakeMonitor())
     body = {"data": {"rows": [dict(zip(FEATURES, r)) for r in rows(3)]}}
 
@@ -376,8 +377,10 @@ def test_degrade_verdict_makes_the_next_answers_stricter(tmp_path: Path, upstrea
     async def scenario() -> list[Any]:
         async with guarded(app) as c:
             first = (await post(c, keys["alice"])).json()
+            await app.state.guard.drain()  # the first request's event is monitored before the verdict changes
             mon.levels["key:alice"] = "degrade"
-            second = (await post(c, keys["alice"])).json()  # the verdict arrives with this request's event
+            second = (await post(c, keys["alice"])).json()  # the verdict arrives with this request's event...
+            await app.state.guard.drain()  # ... from the monitoring worker, off the request path
             third = (await post(c, keys["alice"])).json()
             return [first, second, third]
 
@@ -398,9 +401,11 @@ def test_throttle_and_block_refusals_look_exactly_like_an_exhausted_quota(tmp_pa
             for _ in range(20):
                 await post(c, keys["alice"])
             out = {"quota": await post(c, keys["alice"])}
-            await post(c, keys["bob"])  # the first request gets the block verdict back
+            await post(c, keys["bob"])  # the first request gets the block verdict back...
+            await app.state.guard.drain()  # ... once the monitoring worker has seen it
             out["block"] = await post(c, keys["bob"])
             await post(c, keys["free"])
+            await app.state.guard.drain()
             out["throttle-first"] = await post(c, keys["free"])  # a tenth of 20/minute: 2 per minute
             out["throttle-second"] = await post(c, keys["free"])
             out["throttle"] = await post(c, keys["free"])
@@ -473,7 +478,7 @@ def test_upstream_down_gives_502_and_monitoring_still_sees_the_request(tmp_path:
 def test_upstream_connections_bound_what_reaches_the_model(tmp_path: Path, model: Any, keys: dict[str, str]) -> None:
     rec = Recorder()
     with serve(iris_app(model, FEATURES, CLASSES, rec)) as base:
-        app = build_app(guard_config(tmp_path, base, upstream_connections=2), monitor=FakeMonitor())
+        app = build_app(guard_config(tmp_path, base, upstream_connections=2, routes=["/shuffled:predict"]), monitor=FakeMonitor())
 
         async def scenario() -> list[int]:
             async with guarded(app) as c:
@@ -486,16 +491,19 @@ def test_upstream_connections_bound_what_reaches_the_model(tmp_path: Path, model
 
 
 def test_healthz_and_metrics_expose_totals_without_principal_ids(tmp_path: Path, upstream: str, keys: dict[str, str]) -> None:
-    app = build_app(guard_config(tmp_path, upstream))  # the real monitor when it is installed, else the no-op one
+    # metrics.listen: proxy serves them on the proxy's port, to authenticated principals only.
+    app = build_app(guard_config(tmp_path, upstream, metrics={"listen": "proxy"}))
 
-    async def scenario() -> tuple[httpx.Response, httpx.Response]:
+    async def scenario() -> tuple[httpx.Response, httpx.Response, httpx.Response]:
         async with guarded(app) as c:
             await post(c, keys["alice"])
             await post(c, "alice.wrong")
-            return await c.get("/healthz"), await c.get("/metrics")
+            await app.state.guard.drain()
+            return await c.get("/healthz"), await c.get("/metrics"), await c.get("/metrics", headers={"X-API-Key": keys["bob"]})
 
-    health, metrics = asyncio.run(scenario())
+    health, anonymous, metrics = asyncio.run(scenario())
     assert health.status_code == 200 and health.json() == {"status": "ok"}
+    assert anonymous.status_code == 401 and "privaudit" not in anonymous.text
     text = metrics.text
     assert metrics.headers["content-type"].startswith("text/plain")
     # One request counter, shared by the proxy and monitoring: each request is counted exactly once.
@@ -550,15 +558,21 @@ def test_a_broken_file_on_reload_keeps_the_running_configuration(tmp_path: Path,
 def test_middleware_guards_an_app_that_serves_the_model_itself(tmp_path: Path, keys: dict[str, str], model: Any) -> None:
     mon = FakeMonitor()
     inner = iris_app(model, FEATURES, CLASSES, Recorder())
-    app = GuardMiddleware(inner, guard_config(tmp_path, None, hardening={"default": {"output": "label"}}), monitor=mon)
+    app = GuardMiddleware(inner, guard_config(tmp_path, None, hardening={"default": {"output": "label"}}), monitor=mon,
+                          passthrough=("GET /health",))
 
     async def scenario() -> list[httpx.Response]:
         async with lifespan(app), httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://app") as c:
-            return [await post(c, keys["alice"], 3), await post(c, None, 3), await c.get("/health")]
+            hdr = {"X-API-Key": keys["alice"]}
+            return [await post(c, keys["alice"], 3), await post(c, None, 3), await c.get("/health"),
+                    await c.put("/v1/models/iris:predict", json={"instances": rows(3)}, headers=hdr),
+                    await c.get("/v1/models/iris:predict", headers=hdr)]
 
-    ok, refused, health = asyncio.run(scenario())
+    ok, refused, health, put, get = asyncio.run(scenario())
     assert ok.status_code == 200 and ok.json() == {"predictions": CLASSES}
     assert refused.status_code == 401 and health.text == "ok"
+    # Methods the middleware does not explicitly pass are guarded: nothing reaches the model unguarded.
+    assert put.status_code == 404 and get.status_code == 404
     assert mon.decisions() == ["allowed", "unauthenticated"] and mon.closed  # the lifespan shutdown closed it
 
 
@@ -602,10 +616,11 @@ def test_add_key_and_revoke_key_round_trip(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_the_cli_serves_reloads_on_sighup_and_stops_on_sigterm(tmp_path: Path, upstream: str) -> None:
     keys = make_keys(tmp_path / "keys.yaml", {"erin": "default"})
-    port = free_port()
+    port, metrics_port = free_port(), free_port()
     cfg = tmp_path / "guard.yaml"
     cfg.write_text(f"upstream: {upstream}\nlisten: {{port: {port}}}\nidentity: {{api_keys: {{file: keys.yaml}}}}\n"
-                   "limits: {default: 100/minute}\nhardening: {default: {output: label}}\n")
+                   "limits: {default: 100/minute}\nhardening: {default: {output: label}}\n"
+                   f"metrics: {{listen: '127.0.0.1:{metrics_port}'}}\n")
     code = "import sys; from privaudit.guard.cli import guard_app; guard_app(sys.argv[1:])"
     proc = subprocess.Popen([sys.executable, "-c", code, "--config", str(cfg), "--log-level", "info"],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONWARNINGS": "ignore"})
@@ -622,6 +637,9 @@ def test_the_cli_serves_reloads_on_sighup_and_stops_on_sigterm(tmp_path: Path, u
             time.sleep(0.1)
         with httpx.Client(base_url=base) as client:
             assert post(client, keys["erin"]).json() == {"predictions": [0]}  # no classes configured: label indices
+            # Metrics live on their own listener, not on the proxy's port.
+            assert client.get("/metrics").status_code == 404
+            assert "privaudit_guard_requests_total" in httpx.get(f"http://127.0.0.1:{metrics_port}/metrics").text
             subprocess.run([sys.executable, "-c", code, "revoke-key", "erin", "--config", str(cfg)], check=True, capture_output=True)
             proc.send_signal(signal.SIGHUP)
             deadline = time.monotonic() + 10

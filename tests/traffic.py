@@ -236,6 +236,28 @@ def steady_then_burst(target: Target, rng: np.random.Generator, principal: str =
     return out
 
 
+def coordinate_probe(target: Target, principal: str = "atk-coordinate", start: float = T0, queries: int = 200,
+                     step: float = 0.05 * PIXEL_MAX) -> list[Request]:
+    """A finite-difference scan of one digit: query i moves feature i mod d by a multiple of ``step``
+    (0.05 of the pixel range), one row per request."""
+    x = target.X[7]
+    rows = []
+    for i in range(queries):
+        row = x.copy()
+        row[i % len(x)] += step * (1 + i // len(x))
+        rows.append(row)
+    return [Request(principal, start + 0.5 * i, "203.0.113.9", r[None]) for i, r in enumerate(rows)]
+
+
+def with_burner(requests: list[Request], burner: str = "burner") -> list[Request]:
+    """Each request sent first by a throwaway key (from another address), then by the real one."""
+    out = []
+    for r in requests:
+        out.append(Request(burner, r.time - 0.1, "198.51.100.77", r.rows))
+        out.append(r)
+    return out
+
+
 def merge(*streams: Iterable[Request]) -> list[Request]:
     return sorted((r for s in streams for r in s), key=lambda r: r.time)
 

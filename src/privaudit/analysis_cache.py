@@ -7,13 +7,15 @@ code. This cache keys those results by a hash of all of them, so any change to o
 model, other data, another seed or number of bootstrap resamples, an edited privaudit) misses.
 
 Attacks that send their own queries are never taken from here: their answers depend on the target
-beyond the outputs the key covers.
+beyond the outputs the key covers. Every entry is signed (privaudit.cache_hmac): an edited entry is
+recomputed with a warning, never trusted.
 """
 
 from __future__ import annotations
 
 import functools
 import hashlib
+import io
 import json
 from pathlib import Path
 from typing import Any, Sequence
@@ -22,10 +24,11 @@ import numpy as np
 from numpy.typing import NDArray
 
 from privaudit.attacks.membership import AttackResult
+from privaudit.cache_hmac import cache_key, sign, verified
 from privaudit.fileio import atomic_write_npy, atomic_write_text
 from privaudit.report.schema import AttackReport, WhatIfRow
 
-_FORMAT = "1"
+_FORMAT = "2"
 
 
 @functools.lru_cache(maxsize=1)
@@ -56,13 +59,19 @@ class AnalysisCache:
 
     def __init__(self, directory: Path | None, key: str) -> None:
         self.root = None if directory is None else directory / f"analysis-{key}"
+        self._key = None if directory is None else cache_key(directory)
 
     def load_attack(self, name: str) -> tuple[AttackResult, AttackReport] | None:
         if self.root is None:
             return None
         try:
-            meta = json.loads((self.root / f"{name}.json").read_text())
-            scores = np.load(self.root / f"{name}.npy", allow_pickle=False)
+            text = (self.root / f"{name}.json").read_bytes()
+            raw = (self.root / f"{name}.npy").read_bytes()
+            if not verified(self._key, (self.root / f"{name}.mac").read_text(), name.encode(), raw, text,
+                            what=str(self.root / name)):
+                return None
+            meta = json.loads(text)
+            scores = np.load(io.BytesIO(raw), allow_pickle=False)
             result = AttackResult(name, np.asarray(scores, dtype=np.float64), queries=int(meta["queries"]),
                                   reference_models=int(meta["reference_models"]), seconds=float(meta["seconds"]),
                                   params=dict(meta["params"]))
@@ -75,10 +84,15 @@ class AnalysisCache:
             return
         meta = {"queries": result.queries, "reference_models": result.reference_models, "seconds": result.seconds,
                 "params": result.params, "report": report.model_dump(mode="json", by_alias=True)}
+        if self._key is None:
+            return  # nothing can be signed: store nothing rather than something unverifiable
         try:
             atomic_write_npy(self.root / f"{result.name}.npy", result.scores)
-            # The .json goes last: a reader that finds it also finds the scores.
-            atomic_write_text(self.root / f"{result.name}.json", json.dumps(meta, default=str))
+            text = json.dumps(meta, default=str)
+            atomic_write_text(self.root / f"{result.name}.json", text)
+            raw = (self.root / f"{result.name}.npy").read_bytes()
+            # The signature goes last: a reader that finds it also finds what it signs.
+            atomic_write_text(self.root / f"{result.name}.mac", sign(self._key, result.name.encode(), raw, text.encode()))
         except OSError:
             pass  # an unwritable cache costs the next run time, not correctness
 
@@ -86,7 +100,11 @@ class AnalysisCache:
         if self.root is None:
             return None
         try:
-            rows = json.loads((self.root / "what_if.json").read_text())
+            text = (self.root / "what_if.json").read_bytes()
+            if not verified(self._key, (self.root / "what_if.mac").read_text(), b"what_if", text,
+                            what=str(self.root / "what_if")):
+                return None
+            rows = json.loads(text)
             return [WhatIfRow.model_validate(r) for r in rows]
         except (OSError, ValueError, TypeError):
             return None
@@ -94,9 +112,12 @@ class AnalysisCache:
     def store_what_if(self, rows: list[WhatIfRow]) -> None:
         if self.root is None:
             return
+        if self._key is None:
+            return
         try:
-            atomic_write_text(self.root / "what_if.json",
-                              json.dumps([r.model_dump(mode="json", by_alias=True) for r in rows]))
+            text = json.dumps([r.model_dump(mode="json", by_alias=True) for r in rows])
+            atomic_write_text(self.root / "what_if.json", text)
+            atomic_write_text(self.root / "what_if.mac", sign(self._key, b"what_if", text.encode()))
         except OSError:
             pass
 

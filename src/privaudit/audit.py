@@ -22,10 +22,10 @@ from privaudit.backends import BackendOptions, make_backend
 from privaudit.data import (Dataset, check_features_for_model, check_missing, check_same_columns, dataset_sha256,
                             encode_labels, has_real_names, load_data, rows_sha256)
 from privaudit.errors import ConfigError, NothingAuditable, QueryBudgetExceeded
-from privaudit.models import LoadedModel, LoadOptions, as_target, load_model
+from privaudit.models import LoadedModel, LoadOptions, ModelOptions, as_target, load_model
 from privaudit.progress import Reporter, Silent
 from privaudit.reference import (ReferenceScores, Recipe, ScoreCache, default_cache_dir, default_surrogate,
-                                 recipe_from_estimator, recipe_from_trainer, train_reference_models)
+                                 recipe_from_estimator, recipe_from_fitter, recipe_from_trainer, train_reference_models)
 from privaudit.report.schema import (FPR_KEYS, AttackReport, AttributeInferenceSection, InversionSection, DataInfo, Membership, ModelInfo, WhatIfRow,
                                      Provenance, RecordRisk, Report, SkippedAttack, SplitCheck)
 from privaudit.rules import ControlsEvidence, Evidence, Policy, evaluate_all
@@ -67,7 +67,7 @@ def _versions() -> dict[str, str]:
 def _load(model: Any, options: LoadOptions) -> LoadedModel:
     if isinstance(model, (str, Path)):
         return load_model(str(model), options)
-    return as_target(model)
+    return as_target(model, options.model)
 
 
 def _predict_all(loaded: LoadedModel, parts: Sequence[NDArray[np.float64]], reporter: Reporter) -> NDArray[Any]:
@@ -90,13 +90,17 @@ def _allows_nan(estimator: Any) -> bool:
 
 def _recipe(loaded: LoadedModel, trainer: str | None, train: Dataset, seed: int, codec: Any = None) -> Recipe:
     target_fp = loaded.sha256 or loaded.path or type(loaded.target).__name__
-    if loaded.estimator is not None and loaded.sha256 is None:
+    if loaded.fitter is not None and loaded.sha256 is None:
+        target_fp = loaded.fitter.key
+    elif loaded.estimator is not None and loaded.sha256 is None:
         import joblib
 
         target_fp = joblib.hash(loaded.estimator)
     if trainer:
         return recipe_from_trainer(trainer, target_fingerprint=target_fp)
-    if loaded.estimator is not None:
+    if loaded.fitter is not None and getattr(loaded.fitter, "trainable", lambda: True)():
+        return recipe_from_fitter(loaded.fitter.kind, loaded.fitter, target_fingerprint=target_fp)
+    if loaded.estimator is not None and loaded.fitter is None:
         names = getattr(loaded.estimator, "feature_names_in_", None)
         return recipe_from_estimator(loaded.estimator, target_fingerprint=target_fp,
                                      feature_names=tuple(names) if names is not None else None, frame=codec)
@@ -159,6 +163,7 @@ def audit(
     ray_address: str | None = None,
     ref_cpus: float | None = None,
     ref_gpus: float | None = None,
+    model_options: ModelOptions | dict[str, Any] | None = None,
 ) -> Report:
     """Run a membership-inference audit of ``model`` on ``train`` (members) and ``holdout`` (non-members).
 
@@ -182,7 +187,8 @@ def audit(
     tr = load_data(train, label=label, name="train", allow_text=True)
     ho = load_data(holdout, label=label, name="holdout", allow_text=True)
     check_same_columns(tr, ho)
-    loaded = _load(model, LoadOptions(allow_pickle=allow_pickle, trust=tuple(trust), http=dict(http or {})))
+    loaded = _load(model, LoadOptions(allow_pickle=allow_pickle, trust=tuple(trust), http=dict(http or {}),
+                                      model=ModelOptions.of(model_options)))
     codec = None
     if tr.text or ho.text:  # only a model that encodes text itself (a Pipeline, named columns) takes it
         if not (accepts_frames(loaded.estimator) and hasattr(loaded.target, "use_codec")):
@@ -244,10 +250,16 @@ def audit(
 
     refs: ReferenceScores | None = None
     recipe_desc = None
+    warnings_out: list[str] = []
     if any(s.needs_reference for s in runnable):
         recipe = _recipe(loaded, trainer, tr, seed, codec)
         recipe_desc = recipe.description
         ui.info(f"Reference models: {reference_models} ({recipe.description})")
+        if recipe.kind == "surrogate":
+            warnings_out.append(f"reference models: {recipe.description}, not the target's own training recipe; the "
+                                "attacks are weaker than with the real recipe (see bench/results/formats.md), so a "
+                                "PASS understates the risk; pass --trainer module:function to train them your way")
+            ui.warn(warnings_out[-1])
         # The pool is both files, row for row (their hashes already cover every value), with the label
         # column named and encoded as here; hashing the 8 bytes per record of y is cheap.
         pool_fp = hashlib.sha256("|".join(["pool", tr_sha, ho_sha, repr((n_total, tr.X.shape[1])), repr(tr.label_name),
@@ -312,7 +324,6 @@ def audit(
     done_tasks = thread_map(lambda task: task(), tasks, jobs)
     split, attack_done, variant_rows = done_tasks[0], done_tasks[1:1 + len(to_run)], done_tasks[1 + len(to_run):]
     by_name = {**{k: v for k, v in stored.items() if v is not None}, **dict(zip((s.name for s in to_run), attack_done))}
-    warnings_out: list[str] = []
     if not split.passed:
         ui.warn(f"split check: {split.message}")
         warnings_out.append(f"split check: {split.message}")

@@ -76,7 +76,7 @@ def demo(
 
 @app.command()
 def audit(
-    model: Annotated[str, typer.Option("--model", "-m", help="Model: .skops file, .joblib/.pkl (with --allow-pickle), http(s):// endpoint, or module:attr.")],
+    model: Annotated[str, typer.Option("--model", "-m", help="Model: .skops, .pt/.pth (TorchScript), .pt2 (torch.export), .onnx, .ubj (XGBoost), .txt (LightGBM), .joblib/.pkl (with --allow-pickle), http(s):// endpoint, or module:attr.")],
     train: Annotated[Path, typer.Option(help="Records the model was trained on (CSV, Parquet or NPZ).")],
     holdout: Annotated[Path, typer.Option(help="Records the model never saw, from the same distribution.")],
     label: Annotated[Optional[str], typer.Option(help="Label column (CSV/Parquet).")] = None,
@@ -91,7 +91,7 @@ def audit(
     include_records: Annotated[bool, typer.Option("--include-records", help="Let writers embed raw records of the most exposed rows.")] = False,
     reference_models: Annotated[int, typer.Option("--reference-models", "-k", help="Reference models to train.")] = 4,
     attacks: Annotated[Optional[str], typer.Option(help="Comma-separated attacks (default: ensemble_online,rmia_online,lira_online,rmia_offline,lira_offline,shadow,loss).")] = None,
-    trainer: Annotated[Optional[str], typer.Option(help="module:function with fn(X, y, seed) -> fitted model, for reference models.")] = None,
+    trainer: Annotated[Optional[str], typer.Option(help="module:function with fn(X, y, seed) -> fitted model (scikit-learn-like, torch nn.Module or native booster), for reference models.")] = None,
     seed: Annotated[int, typer.Option(help="Seed for every random choice.")] = 0,
     jobs: Annotated[Optional[int], typer.Option(help="Parallel jobs (default: all cores).")] = None,
     backend: Annotated[str, typer.Option(help="Where reference models train: local (processes) or ray (see docs/scale.md).")] = "local",
@@ -122,6 +122,13 @@ def audit(
     sensitive: Annotated[Optional[str], typer.Option("--sensitive", help="Feature column to infer with attribute inference (ATLAS-EXF-001).")] = None,
     inversion_budget: Annotated[int, typer.Option("--inversion-budget", help="Queries MI-Face may spend per class.")] = 3000,
     bootstrap: Annotated[int, typer.Option("--bootstrap", hidden=True, help="Bootstrap resamples for TPR intervals.")] = 200,
+    model_format: Annotated[Optional[str], typer.Option("--model-format", help="Model format when the extension does not say: skops, pickle, torchscript, torch-export, torch-pickle, onnx, xgboost, lightgbm.")] = None,
+    onnx_input: Annotated[Optional[str], typer.Option("--onnx-input", help="ONNX: the graph input to feed.")] = None,
+    onnx_output: Annotated[Optional[str], typer.Option("--onnx-output", help="ONNX: the graph output holding class scores.")] = None,
+    device: Annotated[Optional[str], typer.Option("--device", help="Torch: device for the model and the reference-model loop (cpu, cuda, cuda:1, mps).")] = None,
+    ref_epochs: Annotated[Optional[int], typer.Option("--ref-epochs", help="Torch reference models: most epochs (default 30).")] = None,
+    ref_lr: Annotated[Optional[float], typer.Option("--ref-lr", help="Torch reference models: Adam learning rate (default 0.001).")] = None,
+    ref_batch_size: Annotated[Optional[int], typer.Option("--ref-batch-size", help="Torch reference models: batch size (default 128).")] = None,
     debug: Annotated[bool, typer.Option(help="Show tracebacks.")] = False,
 ) -> None:
     """Measure how well an attacker can tell the model's training records from records it never saw.
@@ -158,6 +165,9 @@ def audit(
             n_bootstrap=bootstrap, model_name=settings.model_name, policy=settings.policy, controls=controls,
             inversion=inversion, image_shape=_image_shape(image_shape), sensitive=sensitive,
             inversion_budget=inversion_budget, include_records=include_records,
+            model_options=_model_options(model_format=model_format, onnx_input=onnx_input, onnx_output=onnx_output,
+                                         device=device, ref_epochs=ref_epochs, ref_lr=ref_lr,
+                                         ref_batch_size=ref_batch_size),
             command_line=["privaudit", *(_ARGV if _ARGV is not None else sys.argv[1:])],
             backend=backend, ray_address=ray_address, ref_cpus=ref_cpus, ref_gpus=ref_gpus)
         report = apply_suppressions(report, settings.suppressions)
@@ -252,6 +262,16 @@ def _register_guard() -> None:
 _register_guard()
 
 
+def _model_options(**kwargs: Any) -> dict[str, Any]:
+    out = {("format" if k == "model_format" else k): v for k, v in kwargs.items() if v is not None}
+    for key in ("ref_epochs", "ref_batch_size"):
+        if key in out and out[key] < 1:
+            raise ConfigError(f"--{key.replace('_', '-')} {out[key]}: must be 1 or more")
+    if "ref_lr" in out and not out["ref_lr"] > 0:
+        raise ConfigError(f"--ref-lr {out['ref_lr']}: must be above 0")
+    return out
+
+
 def _image_shape(text: str | None) -> tuple[int, ...] | None:
     if text is None:
         return None
@@ -266,7 +286,7 @@ def _image_shape(text: str | None) -> tuple[int, ...] | None:
 
 @app.command()
 def invert(
-    model: Annotated[str, typer.Option("--model", "-m", help="Model: .skops, .joblib/.pkl (with --allow-pickle), http(s):// endpoint, or module:attr.")],
+    model: Annotated[str, typer.Option("--model", "-m", help="Model: .skops, .pt/.pt2, .onnx, .ubj, .txt, .joblib/.pkl (with --allow-pickle), http(s):// endpoint, or module:attr.")],
     train: Annotated[Path, typer.Option(help="Records the model was trained on.")],
     holdout: Annotated[Path, typer.Option(help="Records the model never saw.")],
     label: Annotated[Optional[str], typer.Option(help="Label column (CSV/Parquet).")] = None,
@@ -280,6 +300,8 @@ def invert(
     allow_pickle: Annotated[bool, typer.Option("--allow-pickle", help="Allow loading pickle/joblib files.")] = False,
     trust: Annotated[list[str], typer.Option(help="A skops type to trust; repeatable.")] = [],
     include_records: Annotated[bool, typer.Option("--include-records", help="Embed reconstructions' raw values in reports.")] = False,
+    model_format: Annotated[Optional[str], typer.Option("--model-format", help="Model format when the extension does not say (see audit --help).")] = None,
+    device: Annotated[Optional[str], typer.Option("--device", help="Torch: device for the model.")] = None,
     debug: Annotated[bool, typer.Option(help="Show tracebacks.")] = False,
 ) -> None:
     """Run only the inversion attacks (MI-Face, and attribute inference with --sensitive).
@@ -290,7 +312,8 @@ def invert(
     audit(model=model, train=train, holdout=holdout, label=label, output=output, inversion=True,
           image_shape=image_shape, sensitive=sensitive, inversion_budget=inversion_budget, seed=seed,
           fail_on=fail_on, data_sensitivity=data_sensitivity, allow_pickle=allow_pickle, trust=trust,
-          include_records=include_records, attacks="loss", reference_models=0, no_cache=True, debug=debug)
+          include_records=include_records, attacks="loss", reference_models=0, no_cache=True, debug=debug,
+          model_format=model_format, device=device)
 
 
 def _printable(text: str) -> str:

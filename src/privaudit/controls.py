@@ -152,7 +152,9 @@ def parse_guard_config(data: Any, source: str) -> ControlsEvidence:
     if cfg.limits is not None and cfg.limits.tiers:
         limits_text += f"; tiers: {', '.join(sorted(cfg.limits.tiers))}"
     dets = cfg.detectors
-    names = tuple(dets) if isinstance(dets, list) else tuple(k for k, v in (dets or {}).items() if _enabled(v))
+    # calibration_data / calibration_label configure the detectors; they are not detectors themselves.
+    names = tuple(dets) if isinstance(dets, list) else tuple(
+        k for k, v in (dets or {}).items() if _enabled(v) and not k.startswith("calibration_"))
     out = cfg.hardening.default if cfg.hardening is not None else None
     return ControlsEvidence(
         source=source, per_principal_limits=bool(default) and bool(principals), limit_description=limits_text,

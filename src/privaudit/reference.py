@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import inspect
+import io
 import os
 import warnings
 from dataclasses import dataclass
@@ -23,22 +24,25 @@ from numpy.typing import NDArray
 
 from privaudit.backends import Backend, TrainingJob
 from privaudit.backends.local import LocalBackend
+from privaudit.cache_hmac import cache_key, sign, verified
 from privaudit.errors import ConfigError
-from privaudit.fileio import atomic_write_npy
+from privaudit.fileio import atomic_write_npy, atomic_write_text
 
 CACHE_VERSION = "1"
 
 
 @dataclass(frozen=True)
 class Recipe:
-    """How to train one reference model: clone the target, call a user trainer, or a default surrogate."""
+    """How to train one reference model: clone the target, call a user trainer, a format's own training
+    (``fitter``: the torch loop, XGBoost or LightGBM with the booster's parameters), or a default surrogate."""
 
-    kind: str  # "clone" | "trainer" | "surrogate"
+    kind: str  # "clone" | "trainer" | "surrogate" | "torch" | "xgboost" | "lightgbm"
     description: str
     fingerprint: str
     estimator: Any = None  # unfitted template for "clone" and "surrogate"
     trainer: str | None = None  # "module:function" for "trainer"
     feature_names: tuple[str, ...] | None = None
+    fitter: Any = None  # for format recipes: has fit_score(X, y, mask, seed, n_classes), description, key
     frame: Any = None  # a privaudit.textcolumns.FrameCodec when the data has text columns
 
 
@@ -82,6 +86,11 @@ def recipe_from_trainer(spec: str, *, target_fingerprint: str) -> Recipe:
     except (OSError, TypeError):
         source = spec
     return Recipe("trainer", f"trainer {spec}", _sha("trainer", spec, source, target_fingerprint), trainer=spec)
+
+
+def recipe_from_fitter(kind: str, fitter: Any, *, target_fingerprint: str) -> Recipe:
+    """A model format's own training (see ``privaudit.models``: torch loop, XGBoost, LightGBM)."""
+    return Recipe(kind, fitter.description, _sha(kind, fitter.key, target_fingerprint), fitter=fitter)
 
 
 def default_surrogate(*, target_fingerprint: str, seed: int) -> Recipe:
@@ -138,6 +147,34 @@ def _probabilities(model: Any, X: Any, n_classes: int) -> NDArray[np.float64]:
     return out
 
 
+def _native_probabilities(model: Any, X: NDArray[np.float64], n_classes: int) -> NDArray[np.float64] | None:
+    """Probabilities of a trainer's model that is not scikit-learn-like: a torch module or a native booster."""
+    import sys
+
+    torch = sys.modules.get("torch")
+    if torch is not None and isinstance(model, torch.nn.Module):
+        from privaudit.models.torch_reference import probabilities
+
+        param = next(iter(model.parameters()), None)
+        out = probabilities(model, np.asarray(X), str(param.device) if param is not None else "cpu")
+    elif type(model).__name__ == "Booster" and type(model).__module__.split(".")[0] in ("xgboost", "lightgbm"):
+        from privaudit.models import as_target
+        from privaudit.target import detect_output_mode, to_probabilities
+
+        raw = np.asarray(as_target(model).target.predict(np.asarray(X)))
+        if raw.ndim == 1:  # a label-only objective: one-hot, as for any label-only reference model
+            out = np.zeros((len(raw), n_classes))
+            out[np.arange(len(raw)), raw.astype(np.int64)] = 1.0
+        else:
+            out = to_probabilities(raw.astype(np.float64), detect_output_mode(raw, raw.shape[1]))
+    else:
+        return None
+    if out.shape[1] != n_classes:
+        raise ConfigError(f"--trainer: the trained model gives {out.shape[1]} outputs per record; the target has "
+                          f"{n_classes} classes")
+    return out
+
+
 def fit_and_score(recipe: Recipe, X: NDArray[np.float64], y: NDArray[np.int64], mask: NDArray[np.bool_],
                   seed: int, n_classes: int) -> NDArray[np.float64]:
     """Train one reference model on ``X[mask]`` and return its probabilities on all of ``X``."""
@@ -156,11 +193,16 @@ def fit_and_score(recipe: Recipe, X: NDArray[np.float64], y: NDArray[np.int64], 
             import pandas as pd
 
             data = pd.DataFrame(X, columns=list(recipe.feature_names))
+        if recipe.fitter is not None:
+            return np.asarray(recipe.fitter.fit_score(X, y, mask, seed, n_classes), dtype=np.float64)
         if recipe.kind == "trainer":
             from privaudit.models.pycallable import resolve
 
             assert recipe.trainer is not None
             model = resolve(recipe.trainer)(X[mask], y[mask], seed)
+            native = _native_probabilities(model, X, n_classes)
+            if native is not None:
+                return native
         else:
             from sklearn.base import clone
 
@@ -193,6 +235,7 @@ class ScoreCache:
 
     def __init__(self, directory: Path | None) -> None:
         self.directory = directory
+        self._mac_key = None if directory is None else cache_key(directory)  # entries are signed
 
     def key(self, recipe: Recipe, data_fp: str, seed: int, index: int) -> str:
         return _sha(CACHE_VERSION, recipe.fingerprint, data_fp, str(seed), str(index))
@@ -202,14 +245,19 @@ class ScoreCache:
             return None
         path = self.directory / f"{key}.npy"
         try:
-            return np.asarray(np.load(path, allow_pickle=False), dtype=np.float64)
+            raw = path.read_bytes()
+            if not verified(self._mac_key, path.with_suffix(".mac").read_text(), key.encode(), raw, what=str(path)):
+                return None
+            return np.asarray(np.load(io.BytesIO(raw), allow_pickle=False), dtype=np.float64)
         except (OSError, ValueError):
             return None  # missing or damaged entries are simply retrained
 
     def put(self, key: str, value: NDArray[np.float64]) -> None:
-        if self.directory is None:
+        if self.directory is None or self._mac_key is None:
             return
-        atomic_write_npy(self.directory / f"{key}.npy", value)
+        path = self.directory / f"{key}.npy"
+        atomic_write_npy(path, value)
+        atomic_write_text(path.with_suffix(".mac"), sign(self._mac_key, key.encode(), path.read_bytes()))
 
 
 def train_reference_models(

@@ -53,7 +53,9 @@ class AlertsConfig(BaseModel):
 
     log: bool = True
     logger: str = "privaudit.guard.alerts"
-    min_level: Level = "degrade"  # alert when a principal rises to this level or above
+    # Alert when a principal rises to this level or above; "log" alerts on every detector's first
+    # alarm for a principal too, so an observe-only guard (response: [log]) still tells someone.
+    min_level: Level = "degrade"
     webhook: WebhookConfig | None = None
 
 
@@ -184,6 +186,10 @@ class Alerts:
         self.logger = logging.getLogger(cfg.logger)
         self.webhook = Webhook(cfg.webhook, metrics) if cfg.webhook is not None else None
         self.sent = 0
+
+    @property
+    def on_alarms(self) -> bool:
+        return self.cfg.min_level == "log"
 
     def wants(self, level: Level) -> bool:
         return LEVELS.index(level) >= LEVELS.index(self.cfg.min_level)

@@ -1,30 +1,32 @@
 """The guard's request path: a reverse proxy (``build_app``) or ASGI middleware (``GuardMiddleware``).
 
-    size check -> identity (401) -> parse records (400) -> monitoring verdict (block: 429)
-    -> per-principal limits (429) -> upstream (502) -> decode -> harden per tier -> re-encode
+    route (404) -> size check -> identity (401) -> parse records (400) -> monitoring verdict (block: 429)
+    -> per-principal limits (429) -> room in the monitoring queue (503) -> upstream (502)
+    -> decode -> harden per tier -> re-encode
 
-Every request, refused or answered, is handed to monitoring as a QueryEvent; the verdict it returns
-applies to that principal's next requests. Throttle and block verdicts answer with the very 429 an
-exhausted quota gives. The upstream receives the records re-encoded by privaudit's own wire code, not
-the client's bytes, so what it computes on is exactly what was counted and logged.
+Every request, refused or answered, is queued for monitoring as a QueryEvent (privaudit.guard.worker
+runs the query log and the detectors off the request path); the verdict applies to that principal's
+next requests. Throttle and block verdicts, and the refusal after a monitoring error, answer with the
+very 429 an exhausted quota gives. The upstream receives the records re-encoded by privaudit's own
+wire code, not the client's bytes, so what it computes on is exactly what was counted and logged.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
+import itertools
 import logging
+import os
 import time
-import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Any, Optional, Protocol
+from typing import Any, Optional
 
 import httpx
 import numpy as np
 from numpy.typing import NDArray
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Histogram, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -34,102 +36,24 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from privaudit.errors import ConfigError, DataError, EndpointError
 from privaudit.guard.alerts import RequestCounter
 from privaudit.guard.config import GuardConfig, load_config
-from privaudit.guard.events import LEVELS, Level, QueryEvent, Verdict
+from privaudit.guard.events import LEVELS, REFUSED, Level, QueryEvent, Verdict
 from privaudit.guard.hardening import encode_answer, harden, mode_for, stricter
 from privaudit.guard.identity import AuthError, Identity
 from privaudit.guard.limits import LimitResult, RateLimits
-from privaudit.models._http_protocols import WireFormat, decode, get_path, resolve_protocol
+from privaudit.guard.redact import redact
+from privaudit.guard.upstream import UpstreamError, UpstreamPool
+from privaudit.guard.wire import parse_request, route_matcher
+from privaudit.guard.worker import Monitor, MonitorQueue, NullMonitor, default_monitor
+from privaudit.models._http_protocols import WireFormat, decode, resolve_protocol
 
 log = logging.getLogger("privaudit.guard")
 _NO_ROWS: NDArray[np.float64] = np.empty((0, 0))
 _MIDDLEWARE_UPSTREAM = "http://guarded-app"  # any host: the ASGI transport never resolves it
-
-
-class Monitor(Protocol):
-    """What the guard needs of monitoring (privaudit.guard.monitoring builds the real one)."""
-
-    def observe(self, event: QueryEvent) -> Verdict: ...
-
-    def close(self) -> None: ...
-
-
-class NullMonitor:
-    """Stands in when monitoring is unavailable: every verdict is "log"."""
-
-    def observe(self, event: QueryEvent) -> Verdict:
-        return Verdict()
-
-    def close(self) -> None:
-        pass
-
-
-def default_monitor(cfg: GuardConfig, registry: CollectorRegistry) -> Monitor:
-    try:
-        from privaudit.guard.monitoring import build_monitor  # type: ignore[import-not-found, unused-ignore]
-    except ImportError as exc:
-        log.warning("guard monitoring is unavailable (%s); requests are served but not monitored", exc)
-        return NullMonitor()
-    monitor: Monitor = build_monitor(log=cfg.log, detectors=cfg.detector_settings(), response=list(cfg.response),
-                                     allow=list(cfg.allow), alerts=cfg.alerts, metrics_registry=registry,
-                                     escalation=cfg.escalation or None)
-    return monitor
-
-
-# --- requests -> records ----------------------------------------------------------------------------
-
-
-def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    # Two "instances" keys could mean one thing to us and another to the model server; refuse both.
-    keys = [k for k, _ in pairs]
-    if len(set(keys)) != len(keys):
-        raise ValueError("the JSON repeats a key")
-    return dict(pairs)
-
-
-def _no_constant(name: str) -> Any:
-    raise ValueError(f"the JSON holds {name}, which is not a number")
-
-
-def _numbers(rows: Any, feature_names: tuple[str, ...] | None) -> NDArray[np.float64]:
-    if not isinstance(rows, list) or not rows:
-        raise ValueError("expected a non-empty list of records")
-    if feature_names is not None and all(isinstance(r, dict) for r in rows):
-        try:
-            rows = [[r[name] for name in feature_names] for r in rows]
-        except KeyError as exc:
-            raise ValueError(f"a record lacks feature {exc.args[0]!r}") from None
-    width = len(rows[0]) if isinstance(rows[0], list) else -1
-    for row in rows:
-        if not isinstance(row, list) or len(row) != width or width == 0:
-            raise ValueError("every record must be a list of the same number of features")
-        for v in row:
-            if isinstance(v, bool) or not isinstance(v, (int, float)):
-                raise ValueError(f"feature value {v!r} is not a number")
-    return np.asarray(rows, dtype=np.float64)
-
-
-def parse_request(wire: WireFormat, body: bytes) -> NDArray[np.float64]:
-    """The (n, d) records of a client request in ``wire``'s protocol (the inverse of WireFormat.encode)."""
-    try:
-        doc = json.loads(body, object_pairs_hook=_no_duplicates, parse_constant=_no_constant)
-    except UnicodeDecodeError:
-        raise ValueError("the body is not UTF-8 JSON") from None
-    if wire.protocol == "v2":
-        inputs = doc.get("inputs") if isinstance(doc, dict) else None
-        if not isinstance(inputs, list) or len(inputs) != 1 or not isinstance(inputs[0], dict):
-            raise ValueError("expected 'inputs' holding exactly one tensor")
-        shape, data = inputs[0].get("shape"), inputs[0].get("data")
-        if not (isinstance(shape, list) and len(shape) == 2 and all(isinstance(s, int) and s > 0 for s in shape)):
-            raise ValueError("the input tensor's shape must be [records, features]")
-        # The spec sends data flat, row-major; some clients nest it by row. Accept both, exactly shaped.
-        flat = isinstance(data, list) and bool(data) and not isinstance(data[0], list)
-        X = _numbers([data], None)[0] if flat else _numbers(data, None)
-        if X.size != shape[0] * shape[1] or (not flat and X.shape != tuple(shape)):
-            raise ValueError(f"the input tensor's data does not fill shape {shape}")
-        return X.reshape(shape[0], shape[1])
-    if wire.protocol == "custom":
-        return _numbers(get_path(doc, wire.input_field), wire.feature_names)
-    return _numbers(doc.get("instances") if isinstance(doc, dict) else None, None)
+# Request ids: unique, not secret. A random per-process prefix and a counter (uuid4 reads os.urandom,
+# a system call that, with the monitoring worker holding the interpreter, can wait a millisecond).
+_ID_PREFIX = os.urandom(10).hex()
+_ID_COUNTER = itertools.count()
+_MAX_FAILED = 100_000  # principals refused after a monitoring error, before expired ones are swept
 
 
 async def _read_capped(request: Request, cap: int) -> Optional[bytes]:
@@ -162,6 +86,7 @@ class _State:
     config: GuardConfig
     identity: Identity
     classes: Optional[NDArray[Any]]
+    is_route: Any  # path -> bool: the inference routes forwarded upstream
 
 
 @dataclass
@@ -194,14 +119,26 @@ class Guard:
         # bookkeeping costs grow with its queue and its connections: with up to 200 connections the
         # pool itself became the guard's largest cost under a burst, and throughput collapsed.
         slots = config.upstream_connections
+        self._transport = upstream_transport
+        self._pools: dict[str, UpstreamPool] = {}
         self._client = httpx.AsyncClient(transport=upstream_transport, follow_redirects=False,
                                          limits=httpx.Limits(max_connections=slots, max_keepalive_connections=slots))
+        if not config.log_http_client:
+            # httpx logs every request's URL at INFO; an upstream URL may carry credentials.
+            for name in ("httpx", "httpcore"):
+                logging.getLogger(name).setLevel(logging.WARNING)
         self._slots = asyncio.Semaphore(slots)
         self._verdicts: dict[str, Verdict] = {}
+        self._failed: dict[str, float] = {}  # principal -> until when monitoring errors refuse it
         self._closed = False
         # Labels are low-cardinality by construction: never a principal id, never a client address.
         self._requests = RequestCounter(self.registry)
         self._upstream_seconds = Histogram("privaudit_guard_upstream_seconds", "Upstream latency", registry=self.registry)
+        self._monitor_refusals = Counter("privaudit_guard_monitor_refusals", "Requests refused because monitoring "
+                                         "failed on the principal or had no room", registry=self.registry)
+        mon = config.monitoring
+        self.queue = MonitorQueue(self.monitor, self._on_result, max_events=mon.queue_events, max_bytes=mon.queue_bytes,
+                                  registry=self.registry)
 
     @property
     def config(self) -> GuardConfig:
@@ -211,7 +148,11 @@ class Guard:
         if (self._upstream or config.upstream) is None:
             raise ConfigError(f"{config._path or 'guard.yaml'}: upstream: is required to run the guard as a proxy (e.g. http://127.0.0.1:8081)")
         classes = np.asarray(config.protocol.classes) if config.protocol.classes is not None else None
-        return _State(config, Identity(config.identity), classes)
+        try:
+            is_route = route_matcher(config.protocol.type, config.routes)
+        except ValueError as exc:
+            raise ConfigError(f"{config._path or 'guard.yaml'}: routes: {exc}") from None
+        return _State(config, Identity(config.identity), classes, is_route)
 
     def reload(self, config: Optional[GuardConfig] = None) -> None:
         """Re-read the configuration (or take ``config``), the API keys and the JWKS, then swap them in
@@ -225,6 +166,21 @@ class Guard:
         self._limits.configure(config.limits)
         self._state = state
 
+    def _pool(self, base: str) -> UpstreamPool:
+        pool = self._pools.get(base)
+        if pool is None:  # one per upstream URL (a reload may change it)
+            pool = self._pools[base] = UpstreamPool(base, self._state.config.upstream_connections)
+        return pool
+
+    def _monitor_failed(self, principal: str) -> bool:
+        until = self._failed.get(principal)
+        if until is None:
+            return False
+        if time.monotonic() < until:
+            return True
+        self._failed.pop(principal, None)
+        return False
+
     def _level(self, principal: str) -> Level:
         # Act at most as hard as guard.yaml's `response` allows: a block verdict with block disabled
         # falls back to the strongest enabled level below it.
@@ -235,13 +191,22 @@ class Guard:
 
     async def handle(self, request: Request) -> Response:
         state = self._state
+        if request.method != "POST" or not state.is_route(request.url.path):
+            return _error(404, "not found")  # not an inference route: never forwarded, never monitored
         peer = request.client.host if request.client else ""
-        trace = _Trace(uuid.uuid4().hex, state.identity.client_ip(peer, request.headers.getlist("x-forwarded-for")), time.time())
+        trace = _Trace(f"{_ID_PREFIX}{next(_ID_COUNTER) & 0xFFFFFFFFFFFF:012x}", state.identity.client_ip(peer, request.headers.getlist("x-forwarded-for")), time.time())
         response = await self._handle(request, state, trace)
         self._requests.count(trace.decision)
         self._observe(trace, response.status_code)
         response.headers["X-Request-ID"] = trace.request_id
         return response
+
+    def authenticated(self, request: Request) -> bool:
+        try:
+            self._state.identity.authenticate(request.headers)
+        except AuthError:
+            return False
+        return True
 
     async def _handle(self, request: Request, state: _State, trace: _Trace) -> Response:
         cfg = state.config
@@ -252,13 +217,17 @@ class Guard:
         try:
             principal = state.identity.authenticate(request.headers)
         except AuthError as exc:
-            log.info("request %s from %s refused: %s", trace.request_id, trace.client_ip, exc)
+            log.info("request %s from %s refused: %s", trace.request_id, trace.client_ip, redact(str(exc)))
             trace.decision = "unauthenticated"
             challenge = {"WWW-Authenticate": "Bearer"} if cfg.identity.jwt is not None else None
             return _error(401, "a valid API key or bearer token is required", challenge)
         tier = cfg.known_tier(principal.tier)
         trace.principal, trace.tier = principal.id, tier
-        body = await _read_capped(request, cfg.max_body_bytes)
+        try:
+            body = await asyncio.wait_for(_read_capped(request, cfg.max_body_bytes), cfg.client_timeouts.body_seconds)
+        except asyncio.TimeoutError:
+            trace.decision = "timeout"
+            return _error(408, f"the request body did not arrive within {cfg.client_timeouts.body_seconds:g} s")
         if body is None:
             trace.decision = "too_large"
             return _error(413, f"the request body exceeds {cfg.max_body_bytes} bytes")
@@ -266,11 +235,16 @@ class Guard:
         wire = WireFormat(resolve_protocol(p.type, request.url.path), p.input_field, p.output_field, p.row_format,
                           tuple(p.feature_names) if p.feature_names else None)
         try:
-            X = parse_request(wire, body)
+            X = parse_request(wire, body, cfg.requests)
         except (ValueError, EndpointError) as exc:
             trace.decision = "bad_request"
             return _error(400, f"cannot read the records ({wire.protocol}): {exc}")
         trace.inputs = X
+        if self._monitor_failed(principal.id):
+            # Monitoring failed on this principal's request: fail closed, with the reply a block gets.
+            trace.decision = "monitor_error"
+            self._monitor_refusals.inc()
+            return _limited(await self._limits.refusal(principal.id, tier))
         level = self._level(principal.id)
         if level == "block":
             trace.decision = "blocked"
@@ -281,6 +255,12 @@ class Guard:
         if not quota.allowed:
             trace.decision = "throttled" if level == "throttle" else "limited"
             return _limited(quota)
+        if not self.queue.has_room(2 * X.nbytes):
+            if cfg.monitoring.on_error == "deny":
+                trace.decision = "busy"
+                self._monitor_refusals.inc()
+                return _error(503, "the guard is busy; retry later", {"Retry-After": "1"})
+            trace.extra["unmonitored"] = True
         return await self._forward(request.url.path, wire, X, state, tier, level, trace, quota)
 
     async def _forward(self, path: str, wire: WireFormat, X: NDArray[np.float64], state: _State, tier: str,
@@ -289,12 +269,17 @@ class Guard:
         url = (self._upstream or cfg.upstream or "").rstrip("/") + path
         headers = {"Content-Type": "application/json", "Accept": "application/json", "X-Request-ID": trace.request_id}
         began = time.perf_counter()
+        base = (self._upstream or cfg.upstream or "").rstrip("/")
         try:
             # Client credentials are not forwarded: the model server never sees API keys or tokens.
             async with self._slots:
-                up = await self._client.post(url, content=wire.encode(X), headers=headers, timeout=cfg.timeout)
-        except (httpx.HTTPError, DataError) as exc:
-            log.warning("request %s: upstream %s failed: %s: %s", trace.request_id, url, type(exc).__name__, exc)
+                if self._transport is None:  # the usual case: our own keep-alive pool (upstream.py)
+                    up: Any = await self._pool(base).post(path, wire.encode(X), trace.request_id, cfg.timeout)
+                else:  # an in-process app (middleware) or a test transport: through httpx
+                    up = await self._client.post(url, content=wire.encode(X), headers=headers, timeout=cfg.timeout)
+        except (httpx.HTTPError, UpstreamError, DataError) as exc:
+            log.warning("request %s: upstream %s failed: %s: %s", trace.request_id, redact(url), type(exc).__name__,
+                        redact(str(exc)))
             trace.decision = "upstream_error"
             return _error(502, "the model is unavailable")
         finally:
@@ -321,20 +306,35 @@ class Guard:
         return JSONResponse(encode_answer(wire, harden(outputs, mode), classes, answer), headers=quota.headers())
 
     def _observe(self, trace: _Trace, status: int) -> None:
+        # A refused request's rows cost nothing more: they are neither kept in the queue nor sketched.
+        inputs = _NO_ROWS if trace.decision in REFUSED else trace.inputs
         event = QueryEvent(principal=trace.principal, tier=trace.tier, time=trace.started, client_ip=trace.client_ip,
-                           inputs=trace.inputs, outputs=trace.outputs, decision=trace.decision, status=status,
+                           inputs=inputs, outputs=trace.outputs, decision=trace.decision, status=status,
                            request_id=trace.request_id, extra=trace.extra)
-        try:
-            verdict = self.monitor.observe(event)
-        except Exception:  # monitoring failing must not take the model down with it
-            log.exception("monitoring failed on request %s", trace.request_id)
+        if not self.queue.submit(event) and trace.decision not in REFUSED:
+            log.warning("request %s was answered but not monitored: the monitoring queue is full", trace.request_id)
+
+    def _on_result(self, event: QueryEvent, verdict: Optional[Verdict], error: Optional[Exception]) -> None:
+        """The worker's report on one event (runs in the worker thread; dict updates are atomic)."""
+        if not event.principal:
             return
-        if not trace.principal:
+        if error is not None:
+            if self._state.config.monitoring.on_error == "deny":
+                now = time.monotonic()
+                if len(self._failed) >= _MAX_FAILED:  # bounded: drop the refusals that have run out
+                    for principal in [p for p, until in list(self._failed.items()) if until <= now]:
+                        self._failed.pop(principal, None)
+                self._failed[event.principal] = now + self._state.config.monitoring.error_block_seconds
             return
+        assert verdict is not None
         if verdict.level == "log":
-            self._verdicts.pop(trace.principal, None)  # keep the table to the principals under suspicion
+            self._verdicts.pop(event.principal, None)  # keep the table to the principals under suspicion
         else:
-            self._verdicts[trace.principal] = verdict
+            self._verdicts[event.principal] = verdict
+
+    async def drain(self, timeout: float = 10.0) -> bool:
+        """Wait until monitoring has seen every request handled so far (for tests and shutdown)."""
+        return await asyncio.to_thread(self.queue.drain, timeout)
 
     async def aclose(self) -> None:
         """Close the monitor first (so its log is flushed), then the upstream pool and the limiter."""
@@ -342,9 +342,12 @@ class Guard:
             return
         self._closed = True
         try:
+            await asyncio.to_thread(self.queue.close)
             self.monitor.close()
         finally:
             await self._client.aclose()
+            for pool in self._pools.values():
+                await pool.aclose()
             self._limits.close()
 
 
@@ -353,19 +356,22 @@ class Guard:
 
 def build_app(config: GuardConfig, *, monitor: Optional[Monitor] = None, upstream_transport: Optional[httpx.AsyncBaseTransport] = None,
               registry: Optional[CollectorRegistry] = None) -> Starlette:
-    """The reverse proxy: every POST goes to ``upstream`` + the same path; GET /healthz and GET
-    ``metrics.path`` are answered here. The Guard is ``app.state.guard`` (for reload())."""
+    """The reverse proxy: a POST to an inference route goes to ``upstream`` + the same path; GET
+    /healthz is answered here, and ``metrics.path`` too when ``metrics.listen: proxy`` (to
+    authenticated principals only; otherwise metrics have a listener of their own, see
+    ``serve_metrics``). Everything else is 404. The Guard is ``app.state.guard`` (for reload())."""
     guard = Guard(config, monitor=monitor, upstream_transport=upstream_transport, registry=registry)
 
     async def dispatch(request: Request) -> Response:
         path = request.url.path
         if request.method == "POST":
-            if ".." in path.split("/"):
-                return _error(404, "not found")
             return await guard.handle(request)
         if path == "/healthz":
             return JSONResponse({"status": "ok"})
-        if path == guard.config.metrics.path:
+        metrics = guard.config.metrics
+        if path == metrics.path and metrics.listen == "proxy":
+            if not guard.authenticated(request):
+                return _error(401, "a valid API key or bearer token is required")
             return Response(generate_latest(guard.registry), media_type=CONTENT_TYPE_LATEST)
         return _error(404, "not found")
 
@@ -380,13 +386,17 @@ def build_app(config: GuardConfig, *, monitor: Optional[Monitor] = None, upstrea
 
 
 class GuardMiddleware:
-    """The guard in front of an ASGI app that serves the model itself: POST requests pass through the
-    same identity, limits, monitoring and hardening, then reach ``app`` in-process; other methods go
-    straight to ``app``. Metrics live in ``self.guard.registry``."""
+    """The guard in front of an ASGI app that serves the model itself: requests to the inference routes
+    pass through the same identity, limits, monitoring and hardening, then reach ``app`` in-process.
+    Only what ``passthrough`` names ("METHOD /path", default GET and HEAD of /healthz) reaches ``app``
+    unguarded; any other method or path is answered 404 by the guard. Metrics live in
+    ``self.guard.registry``."""
 
     def __init__(self, app: ASGIApp, config: GuardConfig, *, monitor: Optional[Monitor] = None,
-                 registry: Optional[CollectorRegistry] = None) -> None:
+                 registry: Optional[CollectorRegistry] = None,
+                 passthrough: tuple[str, ...] = ("GET /healthz", "HEAD /healthz")) -> None:
         self.app = app
+        self.passthrough = frozenset(tuple(item.split(" ", 1)) for item in passthrough)
         transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
         self.guard = Guard(config, monitor=monitor, upstream_transport=transport, registry=registry, upstream=_MIDDLEWARE_UPSTREAM)
 
@@ -400,8 +410,14 @@ class GuardMiddleware:
 
             await self.app(scope, on_shutdown_close, send)
             return
-        if scope["type"] != "http" or scope["method"] != "POST":
+        if scope["type"] not in ("http", "websocket"):
             await self.app(scope, receive, send)
+            return
+        if scope["type"] == "http" and (scope["method"], scope["path"]) in self.passthrough:
+            await self.app(scope, receive, send)
+            return
+        if scope["type"] == "websocket":  # no inference over websockets: refuse the handshake
+            await send({"type": "websocket.close", "code": 1008})
             return
         response = await self.guard.handle(Request(scope, receive))
         await response(scope, receive, send)

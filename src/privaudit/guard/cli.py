@@ -26,6 +26,7 @@ from privaudit.guard.config import load_config
 guard_app = typer.Typer(add_completion=False, pretty_exceptions_enable=False,
                         help="The inference guard: a reverse proxy that authenticates, rate-limits, hardens and monitors model queries.")
 log = logging.getLogger("privaudit.guard")
+SWITCH_INTERVAL = 2e-4  # seconds (Python's default is 5e-3)
 
 ConfigOption = Annotated[Optional[Path], typer.Option("--config", "-c", help="The guard's YAML configuration (see docs/guard.md).")]
 
@@ -47,15 +48,29 @@ def serve(config_path: Path, host: Optional[str] = None, port: Optional[int] = N
 
     from privaudit.guard.app import build_app
 
+    from privaudit.guard.server import http_protocol, install_redaction, serve_metrics
+
+    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    install_redaction()
     cfg = load_config(config_path)
     app = build_app(cfg)
     guard = app.state.guard
+    metrics_address = cfg.metrics.address()
+    metrics_server = None
+    if metrics_address is not None:
+        try:
+            metrics_server = serve_metrics(guard.registry, metrics_address)
+        except OSError as exc:
+            raise ConfigError(f"{config_path}: metrics.listen: cannot listen on {cfg.metrics.listen}: "
+                              f"{exc.strerror or exc}; choose another host:port, or null for no metrics") from None
+    # The monitoring worker is a thread. Every system call on the event loop releases the interpreter
+    # and must win it back from the worker; a short switch interval bounds that wait.
+    sys.setswitchinterval(SWITCH_INTERVAL)
     # Everything imported and built so far lives as long as the process: move it out of the garbage
     # collector's way, so a full collection walks only what requests created (a pause of about a
     # hundred milliseconds on a busy two-core host otherwise, at every full collection).
     gc.collect()
     gc.freeze()
-    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
     def on_hup(signum: int, frame: Optional[FrameType]) -> None:
         # reload() builds everything first and swaps it in with one assignment, so running it between
@@ -73,9 +88,17 @@ def serve(config_path: Path, host: Optional[str] = None, port: Optional[int] = N
         # itself; the guard decides which proxies to believe (identity.trusted_proxies).
         # SIGTERM makes uvicorn drain requests and run the lifespan shutdown, which closes the
         # monitor (flushing its log) before the process exits.
-        uvicorn.run(app, host=host or cfg.listen.host, port=cfg.listen.port if port is None else port,
-                    log_level=log_level, lifespan="on", proxy_headers=False, server_header=False)
+        # Access logs off: one line per request costs the event loop more than the rest of the guard's work.
+        uvicorn_config = uvicorn.Config(app, host=host or cfg.listen.host, port=cfg.listen.port if port is None else port,
+                                        log_level=log_level, lifespan="on", proxy_headers=False, server_header=False,
+                                        http=http_protocol(cfg.client_timeouts.header_seconds), access_log=False,
+                                        timeout_keep_alive=5, h11_max_incomplete_event_size=64 * 1024)
+        server = uvicorn.Server(uvicorn_config)
+        install_redaction()
+        server.run()
     finally:
+        if metrics_server is not None:
+            metrics_server.shutdown()
         if has_hup:
             signal.signal(signal.SIGHUP, previous)
 

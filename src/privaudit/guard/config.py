@@ -154,6 +154,25 @@ class HardeningConfig(_Strict):
 
 class MetricsConfig(_Strict):
     path: str = "/metrics"
+    # "host:port" of a listener of its own (never the proxy's port), "proxy" to serve it on the proxy's
+    # port to authenticated principals only, or null for no metrics endpoint.
+    listen: Optional[str] = "127.0.0.1:9464"
+
+    @field_validator("listen")
+    @classmethod
+    def _listen(cls, value: Optional[str]) -> Optional[str]:
+        if value is None or value == "proxy":
+            return value
+        host, _, port = value.rpartition(":")
+        if not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+            raise ValueError(f"{value!r} is not host:port (e.g. 127.0.0.1:9464), 'proxy' or null")
+        return value
+
+    def address(self) -> tuple[str, int] | None:
+        if self.listen is None or self.listen == "proxy":
+            return None
+        host, _, port = self.listen.rpartition(":")
+        return host.strip("[]"), int(port)
 
     @field_validator("path")
     @classmethod
@@ -161,6 +180,28 @@ class MetricsConfig(_Strict):
         if not value.startswith("/") or value == "/healthz":
             raise ValueError(f"{value!r} must be an absolute path such as /metrics (and not /healthz)")
         return value
+
+
+class MonitoringConfig(_Strict):
+    """How the request path hands requests to monitoring (a bounded queue and one worker)."""
+
+    on_error: Literal["deny", "allow"] = "deny"  # a request monitoring cannot take or process
+    queue_events: int = Field(default=10_000, ge=1)
+    queue_bytes: int = Field(default=64 * 2**20, ge=1024)
+    error_block_seconds: float = Field(default=60.0, gt=0)  # refusal after a monitoring error
+
+
+class RequestLimitsConfig(_Strict):
+    """What a request body may hold before it is refused with 400 (and logged)."""
+
+    max_json_depth: int = Field(default=32, ge=2, le=1000)
+    max_number_chars: int = Field(default=40, ge=8, le=1000)
+    max_abs_value: float = Field(default=1e15, gt=0)  # larger feature values cannot be sketched faithfully
+
+
+class ClientTimeoutsConfig(_Strict):
+    header_seconds: float = Field(default=10.0, gt=0)  # a connection's first request line and headers
+    body_seconds: float = Field(default=30.0, gt=0)  # a request's whole body
 
 
 class GuardConfig(_Strict):
@@ -181,6 +222,12 @@ class GuardConfig(_Strict):
     alerts: dict[str, Any] = Field(default_factory=dict)
     escalation: dict[str, Any] = Field(default_factory=dict)
     metrics: MetricsConfig = Field(default_factory=MetricsConfig)
+    monitoring: MonitoringConfig = Field(default_factory=MonitoringConfig)
+    requests: RequestLimitsConfig = Field(default_factory=RequestLimitsConfig)
+    client_timeouts: ClientTimeoutsConfig = Field(default_factory=ClientTimeoutsConfig)
+    # Paths forwarded upstream; None: the protocol's inference routes only. "{name}" matches one segment.
+    routes: Optional[list[str]] = None
+    log_http_client: bool = False  # the HTTP client's own INFO lines name every upstream URL
     # Where the configuration was read from, so reload() can read it again; not part of the YAML.
     _path: Optional[Path] = PrivateAttr(default=None)
 
@@ -200,6 +247,21 @@ class GuardConfig(_Strict):
             url = None
         if url is None or url.scheme not in ("http", "https") or not url.host:
             raise ValueError(f"{value!r} is not an http(s) URL with a host, e.g. http://127.0.0.1:8081")
+        return value
+
+    @model_validator(mode="after")
+    def _custom_routes(self) -> GuardConfig:
+        if self.protocol.type == "custom" and self.routes is None:
+            raise ValueError("routes: protocol custom has no standard inference route; list the model's paths, "
+                             "e.g. routes: [/predict]")
+        return self
+
+    @field_validator("routes")
+    @classmethod
+    def _routes(cls, value: Optional[list[str]]) -> Optional[list[str]]:
+        for route in value or []:
+            if not route.startswith("/") or ".." in route.split("/"):
+                raise ValueError(f"{route!r} must be an absolute path such as /v1/models/{{name}}:predict")
         return value
 
     @field_validator("response")

@@ -11,6 +11,10 @@ from numpy.typing import NDArray
 
 Level = Literal["log", "degrade", "throttle", "block"]
 LEVELS: tuple[Level, ...] = ("log", "degrade", "throttle", "block")
+# Decisions on which the proxy answered nothing from the model: monitoring logs them without rows and
+# spends no detector work on them.
+REFUSED = frozenset({"limited", "throttled", "blocked", "unauthenticated", "too_large", "bad_request", "not_found",
+                     "busy", "monitor_error", "timeout"})
 
 
 @dataclass(frozen=True)

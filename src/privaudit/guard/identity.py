@@ -172,7 +172,9 @@ class KeyStore:
         # Always compute and compare, even for unknown ids, so a miss costs what a hit costs.
         expected = record.hmac if record is not None else _DUMMY_HMAC
         ok = hmac.compare_digest(_digest(self._pepper, secret), expected)
-        if record is None or not dot or not ok:
+        if not dot:  # no "id." prefix: what was sent may be a bare secret, which must not reach a log
+            raise AuthError("API key without a key id (expected <id>.<secret>)")
+        if record is None or not ok:
             raise AuthError(f"API key {key_id[:64]!r} is unknown or its secret is wrong")
         if record.revoked:
             raise AuthError(f"API key {key_id!r} is revoked")

@@ -10,8 +10,9 @@ every hit succeeded, so replicas can over-count (fail safe) but never over-admit
 
 The limiter is the synchronous one: it binds to no event loop, so the same guard works under
 uvicorn, a test client, or as middleware in someone else's loop. With Redis it runs in a worker
-thread (it waits on the network). In memory it runs inline on the event loop: it never waits, and a
-hop to a worker thread would cost more than the work itself (on a busy host, a wait for the GIL).
+thread (it waits on the network). In memory it is :class:`LocalMovingWindow`, run inline on the event
+loop: the ``limits`` library's memory storage starts a timer thread every 10 ms while requests flow,
+and on a busy host each start stalled the event loop waiting for the new thread to be scheduled.
 """
 
 from __future__ import annotations
@@ -24,13 +25,16 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from limits import RateLimitItem, parse_many
+from collections import deque
+
+from limits import RateLimitItem, WindowStats, parse_many
 from limits.errors import StorageError
 from limits.storage import storage_from_string
 from limits.strategies import MovingWindowRateLimiter
 from starlette.concurrency import run_in_threadpool
 
 from privaudit.guard.config import LimitsConfig
+from privaudit.guard.redact import redact
 
 log = logging.getLogger("privaudit.guard")
 
@@ -85,14 +89,70 @@ def _storage_options(uri: str) -> dict[str, Any]:
     return {}
 
 
+class LocalMovingWindow:
+    """The moving-window strategy in this process's memory, without threads: per window key a deque of
+    (time, cost) entries and their running sum. Same answers as ``MovingWindowRateLimiter`` on
+    ``memory://``: ``test``, ``hit`` and ``get_window_stats``. Keys nobody touched for a whole window
+    are swept every ``SWEEP_EVERY`` hits, so idle principals cost no memory."""
+
+    SWEEP_EVERY = 10_000
+
+    def __init__(self, clock: Any = time.time) -> None:
+        self.clock = clock
+        self._windows: dict[str, tuple[deque[tuple[float, int]], list[int], float]] = {}
+        self._hits = 0
+
+    def _window(self, item: RateLimitItem, *identifiers: str) -> tuple[deque[tuple[float, int]], list[int], float]:
+        key = item.key_for(*identifiers)
+        expiry = float(item.get_expiry())
+        entry = self._windows.get(key)
+        if entry is None:
+            entry = self._windows[key] = (deque(), [0], expiry)
+        entries, total, _ = entry
+        horizon = self.clock() - expiry
+        while entries and entries[0][0] <= horizon:
+            total[0] -= entries.popleft()[1]
+        return entry
+
+    def test(self, item: RateLimitItem, *identifiers: str, cost: int = 1) -> bool:
+        _, total, _ = self._window(item, *identifiers)
+        return total[0] <= item.amount - cost
+
+    def hit(self, item: RateLimitItem, *identifiers: str, cost: int = 1) -> bool:
+        entries, total, _ = self._window(item, *identifiers)
+        if total[0] > item.amount - cost:
+            return False
+        entries.append((self.clock(), cost))
+        total[0] += cost
+        self._hits += 1
+        if self._hits % self.SWEEP_EVERY == 0:
+            self._sweep()
+        return True
+
+    def get_window_stats(self, item: RateLimitItem, *identifiers: str) -> WindowStats:
+        entries, total, expiry = self._window(item, *identifiers)
+        start = entries[0][0] if entries else self.clock()
+        return WindowStats(start + expiry, item.amount - total[0])
+
+    def _sweep(self) -> None:
+        now = self.clock()
+        for key in [k for k, (entries, _, expiry) in self._windows.items() if not entries or entries[-1][0] <= now - expiry]:
+            del self._windows[key]
+
+
 class RateLimits:
     """One storage for the guard's lifetime; the rates can be swapped by :meth:`configure` (reload)."""
 
     def __init__(self, cfg: LimitsConfig) -> None:
         self.storage_uri = cfg.storage
         self._inline = cfg.storage.startswith("memory")
-        self._storage = storage_from_string(cfg.storage, wrap_exceptions=True, **_storage_options(cfg.storage))
-        self._limiter = MovingWindowRateLimiter(self._storage)
+        self._storage: Any = None
+        self._limiter: Any
+        if self._inline:
+            self._limiter = LocalMovingWindow()
+        else:
+            self._storage = storage_from_string(cfg.storage, wrap_exceptions=True, **_storage_options(cfg.storage))
+            self._limiter = MovingWindowRateLimiter(self._storage)
         self._locks: dict[str, threading.Lock] = {}
         self._locks_guard = threading.Lock()
         self._failing = False
@@ -101,7 +161,8 @@ class RateLimits:
     def configure(self, cfg: LimitsConfig) -> None:
         """Take new rates (and on_storage_error); the storage URI is fixed for the process's life."""
         if cfg.storage != self.storage_uri:
-            log.warning("limits.storage changed to %s; restart the guard to switch storage (keeping %s)", cfg.storage, self.storage_uri)
+            log.warning("limits.storage changed to %s; restart the guard to switch storage (keeping %s)",
+                        redact(cfg.storage), redact(self.storage_uri))
         tiers = {name: parse_many(rate) for name, rate in cfg.tiers.items()}
         self._rates = (parse_many(cfg.default), tiers, cfg.on_storage_error)
 
@@ -187,14 +248,14 @@ class RateLimits:
         if not self._failing:  # once per outage, not once per request
             cause = getattr(exc, "storage_error", exc)
             log.error("rate-limit storage %s failed (%s: %s); %s requests until it recovers",
-                      self.storage_uri, type(cause).__name__, cause, "admitting" if allow else "refusing")
+                      redact(self.storage_uri), type(cause).__name__, redact(str(cause)), "admitting" if allow else "refusing")
             self._failing = True
         first = items[0]
         return LimitResult(allow, first.amount, 0, 1, _policy(items), storage_error=True)
 
     def _recovered(self) -> None:
         if self._failing:
-            log.warning("rate-limit storage %s answers again", self.storage_uri)
+            log.warning("rate-limit storage %s answers again", redact(self.storage_uri))
             self._failing = False
 
     def close(self) -> None:

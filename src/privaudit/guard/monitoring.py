@@ -28,11 +28,15 @@ an image is escalated within a few dozen queries, so list explainer principals i
 
 Thresholds were set on synthetic traffic (tests/traffic.py) and checked on real attacks through a
 running guard (bench/guard.py); calibrate them on your own benign traffic by replaying a day of logs
-with ``privaudit monitor`` and checking who it flags. The fingerprint detector's grid step and the
-knn detector's radius are learned from the first principals after each start unless
-``detectors.fingerprint.quantum`` / ``detectors.knn.radius`` pin them (``privaudit monitor`` reports
-the values it learned): pin them in production so a restart is not a window without detection.
-The manifold detector's subspace is always learned again after a start.
+with ``privaudit monitor`` and checking who it flags. The fingerprint detector's grid step, the
+knn detector's radius and the manifold detector's subspace are learned from ordinary traffic; see
+privaudit.guard.learned for how ``detectors.calibration_data`` and the state saved beside the query
+log make them work from the first request.
+
+Requests the proxy refused (quota, block, bad credentials, unreadable bodies) cost no detector work:
+they are logged without rows and only move the principal's cooldown clock. A request monitoring
+cannot process raises MonitorError (counted in ``privaudit_guard_monitor_errors_total``); the proxy
+turns it into a refusal unless ``monitoring.on_error: allow``.
 """
 
 from __future__ import annotations
@@ -44,16 +48,23 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+import numpy as np
 from prometheus_client import CollectorRegistry
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from privaudit.errors import ConfigError
 from privaudit.guard import detectors as det
 from privaudit.guard.alerts import Alerts, AlertsConfig, GuardMetrics
-from privaudit.guard.events import LEVELS, Level, QueryEvent, Verdict
+from privaudit.guard.events import LEVELS, REFUSED, Level, QueryEvent, Verdict
+from privaudit.guard import learned
 from privaudit.guard.querylog import Featurizer, LogConfig, QueryLog, load_key, make_record
 
 log = logging.getLogger("privaudit.guard.monitoring")
+_NO_ROWS = np.zeros((0, 0))
+
+
+class MonitorError(Exception):
+    """Monitoring could not process a request (the proxy refuses the principal unless told otherwise)."""
 
 
 class EscalationConfig(BaseModel):
@@ -95,7 +106,8 @@ class Standing:
 class Monitor:
     def __init__(self, detectors: dict[str, det.Detector], response: list[Level], allow: set[str],
                  featurizer: Featurizer, querylog: QueryLog | None, alerts: Alerts, metrics: GuardMetrics,
-                 escalation: EscalationConfig, raw_inputs: bool = False, sketch_digits: int = 6) -> None:
+                 escalation: EscalationConfig, raw_inputs: bool = False, sketch_digits: int = 6,
+                 state: learned.StateFile | None = None) -> None:
         self.detectors = detectors
         self.response = response
         self.allow = allow
@@ -111,6 +123,7 @@ class Monitor:
         self.standings: det.Bounded[str, Standing] = det.Bounded(escalation.max_principals, self._new_standing,
                                                                   on_evict=self._evicted)
         self._closed = False
+        self.state = state
 
     @property
     def registry(self) -> CollectorRegistry:
@@ -135,31 +148,41 @@ class Monitor:
             return self.response[st.step] if st is not None else self.response[0]
 
     def observe(self, event: QueryEvent) -> Verdict:
-        """Assess one request; returns the principal's level after it. Never raises on bad input."""
+        """Assess one request; returns the principal's level after it. Raises MonitorError (counted)
+        when the request cannot be monitored: the caller must not treat that as a pass."""
         started = time.perf_counter()
+        refused = event.decision in REFUSED
         try:
+            if refused:  # nothing was answered: log who and what, spend nothing on the rows
+                event = QueryEvent(event.principal, event.tier, event.time, event.client_ip, _NO_ROWS, None,
+                                   event.decision, event.status, event.request_id, event.extra)
             features = self.featurizer.features(event)
-        except Exception as exc:  # a malformed request must not break the request path
+            blind = self.state is not None and learned.blind(self.detectors)
+            verdict, previous = self.observe_features(features, run_detectors=not refused)
+            if self.querylog is not None:
+                self.querylog.write(make_record(event, features, self.featurizer.key_id, verdict.scores, verdict.level,
+                                                self.raw_inputs, self.sketch_digits))
+                self.metrics.log_records.inc()
+        except Exception as exc:
             self.metrics.errors.inc()
-            log.warning("monitor: cannot featurize request %s: %s", event.request_id, exc)
-            return Verdict(level=self.level_of(event.principal), evidence={"error": str(exc)})
-        verdict, previous = self.observe_features(features)
-        if self.querylog is not None:
-            self.querylog.write(make_record(event, features, self.featurizer.key_id, verdict.scores, verdict.level,
-                                            self.raw_inputs, self.sketch_digits))
-            self.metrics.log_records.inc()
-        if LEVELS.index(verdict.level) > LEVELS.index(previous) and self.alerts.wants(verdict.level):
+            log.error("monitoring failed on request %s: %s: %s", event.request_id, type(exc).__name__, exc)
+            raise MonitorError(str(exc)) from exc
+        if blind and self.state is not None and not learned.blind(self.detectors):
+            self.state.save(self.detectors)  # a detector just finished learning: survive a restart
+        rose = LEVELS.index(verdict.level) > LEVELS.index(previous)
+        if (rose and self.alerts.wants(verdict.level)) or (self.alerts.on_alarms and verdict.evidence.get("new_alarms")):
             self.alerts.fire(self._alert(features, verdict, previous))
         self.metrics.seconds.observe(time.perf_counter() - started)
         return verdict
 
-    def observe_features(self, f: det.EventFeatures) -> tuple[Verdict, Level]:
+    def observe_features(self, f: det.EventFeatures, run_detectors: bool = True) -> tuple[Verdict, Level]:
         """The detector and escalation step on already-featurized input (also used offline)."""
         esc = self.escalation
         with self._lock:
             scores: dict[str, float] = {}
             alarming: dict[str, dict[str, Any]] = {}
-            for name, detector in self.detectors.items():
+            new_alarms: list[str] = []
+            for name, detector in (self.detectors.items() if run_detectors else ()):
                 score, evidence = detector.observe(f)
                 scores[name] = round(float(score), 4)
                 if score >= det.ALARM:
@@ -178,6 +201,7 @@ class Monitor:
                     st.strikes = 0
             allowed = f.principal in self.allow
             if alarming:
+                new_alarms = [name for name in alarming if name not in st.first_alarm]
                 for name in alarming:
                     st.first_alarm.setdefault(name, {"queries": st.queries, "time": f.time,
                                                      "score": scores[name], "evidence": alarming[name]})
@@ -194,6 +218,8 @@ class Monitor:
         evidence: dict[str, Any] = {"queries": st.queries}
         if alarming:
             evidence["alarming"] = alarming
+        if new_alarms:
+            evidence["new_alarms"] = new_alarms
         if allowed:
             evidence["allowed"] = True
         if level != previous:
@@ -215,6 +241,8 @@ class Monitor:
             return
         self._closed = True
         try:
+            if self.state is not None:
+                self.state.save(self.detectors)
             if self.querylog is not None:
                 self.querylog.close()
         finally:
@@ -278,18 +306,30 @@ def check_response(response: list[str] | None) -> list[Level]:
 
 def build_monitor(log: dict[str, Any], detectors: dict[str, Any], response: list[str], allow: list[str],
                   alerts: dict[str, Any], metrics_registry: CollectorRegistry | None = None, *,
-                  escalation: dict[str, Any] | None = None, clock: Callable[[], float] = time.time) -> Monitor:
+                  escalation: dict[str, Any] | None = None, clock: Callable[[], float] = time.time,
+                  learn: bool = False, feature_names: list[str] | None = None) -> Monitor:
     """A monitor from the guard configuration's ``log``, ``detectors``, ``response``, ``allow`` and
-    ``alerts`` sections. Every problem is one ConfigError line naming the key."""
+    ``alerts`` sections. Every problem is one ConfigError line naming the key. ``learn`` (the live
+    guard) reads ``detectors.calibration_data`` and the saved state, and warns about blind detectors;
+    offline replays leave it off (their sketches come from the log, not from this process's key)."""
     log_cfg: LogConfig = _validate(LogConfig, log, "log")
     esc: EscalationConfig = _validate(EscalationConfig, escalation, "escalation")
     alerts_cfg: AlertsConfig = _validate(AlertsConfig, alerts, "alerts")
+    if isinstance(detectors, dict):
+        detectors = dict(detectors)
+        calibration = detectors.pop("calibration_data", None)
+        label = detectors.pop("calibration_label", None)
+    else:
+        calibration = label = None
     built = build_detectors(detectors)
     levels = check_response(response)
     if not isinstance(allow, list) or not all(isinstance(p, str) for p in allow):
         raise ConfigError("allow: expected a list of principal ids")
     key = load_key(log_cfg)
     featurizer = Featurizer(key, log_cfg.sketch_dims, log_cfg.feature_scale)
+    state = None
+    if learn:
+        state = _learn(built, featurizer, key, log_cfg, calibration, label, feature_names)
     metrics = GuardMetrics(metrics_registry)
     alerter = Alerts(alerts_cfg, metrics)
     try:
@@ -298,4 +338,27 @@ def build_monitor(log: dict[str, Any], detectors: dict[str, Any], response: list
         alerter.close()
         raise
     return Monitor(built, levels, set(allow), featurizer, querylog, alerter, metrics, esc,
-                   raw_inputs=log_cfg.raw_inputs, sketch_digits=log_cfg.sketch_digits)
+                   raw_inputs=log_cfg.raw_inputs, sketch_digits=log_cfg.sketch_digits, state=state)
+
+
+def _learn(built: dict[str, det.Detector], featurizer: Featurizer, key: bytes, log_cfg: LogConfig,
+           calibration: Any, label: Any, feature_names: list[str] | None) -> learned.StateFile | None:
+    """Calibrate from ``calibration_data``, else reload the saved state; warn about what stays blind."""
+    if calibration is not None and not isinstance(calibration, str):
+        raise ConfigError("detectors.calibration_data: expected the path of a CSV or Parquet file")
+    if label is not None and not isinstance(label, str):
+        raise ConfigError("detectors.calibration_label: expected a column name")
+    state = learned.StateFile(learned.state_path(log_cfg.path), key, featurizer.key_id) if log_cfg.path else None
+    if calibration is not None:
+        taught = learned.calibrate(built, featurizer, learned.read_records(calibration, label, feature_names))
+        log.info("calibrated %s from %s", ", ".join(taught) or "no detector", calibration)
+    if state is not None and learned.blind(built):
+        restored = state.load(built)
+        if restored:
+            log.info("restored the learned state of %s from %s", ", ".join(restored), state.path)
+    still = learned.blind(built)
+    if still:
+        log.warning("detectors %s score nothing until they have learned the data's scale from the first "
+                    "principals; set detectors.calibration_data (and log.path, to keep what they learn) so "
+                    "they work from the first request", ", ".join(still))
+    return state

@@ -37,6 +37,7 @@ import logging
 import os
 import threading
 import time
+from collections import OrderedDict
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
@@ -117,25 +118,60 @@ def output_summary(outputs: NDArray[np.float64] | None, n: int) -> tuple[list[in
     return [int(t) for t in order[:, 0]], margins
 
 
-class Featurizer:
-    """Turns raw rows into fingerprints and sketches under the log key. Pure apart from a cache."""
+BLOCK = 4096  # input features per cached piece of a projection
+PROJECTION_CACHE_BYTES = 16 * 2**20  # projection pieces kept (least recently used dropped first)
 
-    def __init__(self, key: bytes, dims: int = 32, feature_scale: list[float] | None = None) -> None:
+
+class Featurizer:
+    """Turns raw rows into fingerprints and sketches under the log key. Pure apart from a cache.
+
+    The projection for rows of width ``d`` is drawn from a seed derived from the key and ``d``;
+    wider than ``BLOCK`` features it is drawn piece by piece (one seed per piece of ``BLOCK``
+    features), so no request makes one huge matrix. Pieces live in a cache of at most
+    ``PROJECTION_CACHE_BYTES``: a caller sending rows of ever new widths costs time, not memory."""
+
+    def __init__(self, key: bytes, dims: int = 32, feature_scale: list[float] | None = None,
+                 cache_bytes: int = PROJECTION_CACHE_BYTES) -> None:
         self.fp_key = subkey(key, "fingerprint/v1")
         self.sketch_key = subkey(key, "sketch/v1")
         self.key_id = subkey(key, "key-id/v1").hex()[:12]
         self.dims = dims
         self.scale = None if feature_scale is None else np.asarray(feature_scale, dtype=float)
-        self._projections: dict[int, NDArray[np.float64]] = {}
+        self.cache_bytes = cache_bytes
+        self._projections: OrderedDict[tuple[int, int], NDArray[np.float64]] = OrderedDict()
+        self._cached = 0
+        self._lock = threading.Lock()
+
+    @property
+    def cached_bytes(self) -> int:
+        return self._cached
+
+    def _piece(self, d: int, block: int) -> NDArray[np.float64]:
+        key = (d, block)
+        with self._lock:
+            proj = self._projections.get(key)
+            if proj is not None:
+                self._projections.move_to_end(key)
+                return proj
+        label = str(d) if d <= BLOCK else f"{d}/{block}"
+        seed = int.from_bytes(hmac.new(self.sketch_key, label.encode(), hashlib.sha256).digest()[:8], "big")
+        rows = d if d <= BLOCK else min(BLOCK, d - block * BLOCK)
+        # Entries N(0, 1/k): E|xR|^2 = |x|^2, so sketch distances match input distances on average.
+        proj = np.random.default_rng(seed).normal(0.0, 1.0 / np.sqrt(self.dims), size=(rows, self.dims))
+        with self._lock:
+            if key not in self._projections:
+                self._projections[key] = proj
+                self._cached += proj.nbytes
+            while self._cached > self.cache_bytes and len(self._projections) > 1:
+                _, old = self._projections.popitem(last=False)
+                self._cached -= old.nbytes
+        return proj
 
     def projection(self, d: int) -> NDArray[np.float64]:
-        proj = self._projections.get(d)
-        if proj is None:
-            seed = int.from_bytes(hmac.new(self.sketch_key, str(d).encode(), hashlib.sha256).digest()[:8], "big")
-            # Entries N(0, 1/k): E|xR|^2 = |x|^2, so sketch distances match input distances on average.
-            proj = np.random.default_rng(seed).normal(0.0, 1.0 / np.sqrt(self.dims), size=(d, self.dims))
-            self._projections[d] = proj
-        return proj
+        """The whole (d, dims) projection (assembled from its pieces when d > BLOCK)."""
+        if d <= BLOCK:
+            return self._piece(d, 0)
+        return np.vstack([self._piece(d, b) for b in range((d + BLOCK - 1) // BLOCK)])
 
     def fingerprints(self, rows: NDArray[np.float64]) -> tuple[str, ...]:
         rows = np.ascontiguousarray(rows, dtype=np.float64) + 0.0  # + 0.0 turns -0.0 into 0.0
@@ -145,7 +181,20 @@ class Featurizer:
         x = np.nan_to_num(np.asarray(rows, dtype=np.float64), nan=0.0, posinf=0.0, neginf=0.0)
         if self.scale is not None and self.scale.shape == (x.shape[1],):
             x = x / np.where(self.scale > 0, self.scale, 1.0)
-        return x @ self.projection(x.shape[1])
+        d = x.shape[1]
+        if x.size == 0:
+            return np.zeros((x.shape[0], self.dims))
+        if d <= BLOCK:
+            out = x @ self._piece(d, 0)
+        else:
+            out = np.zeros((x.shape[0], self.dims))
+            for b in range((d + BLOCK - 1) // BLOCK):
+                out += x[:, b * BLOCK:(b + 1) * BLOCK] @ self._piece(d, b)
+        if not np.all(np.isfinite(out)):
+            # The proxy refuses values this large before forwarding; anything else reaching here is a
+            # monitoring error (a refusal), never a row silently left out of the detectors.
+            raise ValueError("a row's sketch is not finite (feature values too large)")
+        return out
 
     def features(self, event: QueryEvent) -> EventFeatures:
         rows = as_rows(event.inputs)

@@ -10,7 +10,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from privaudit.errors import ModelLoadError, UnsupportedModelError
-from privaudit.models import LoadedModel, LoadOptions, register_loader
+from privaudit.models import LoadedModel, LoadOptions, register_loader, wants
 
 PICKLE_SUFFIXES = (".joblib", ".pkl", ".pickle")
 
@@ -93,7 +93,7 @@ class SklearnTarget:
 @register_loader("skops")
 def load_skops(spec: str, options: LoadOptions) -> LoadedModel | None:
     path = Path(spec)
-    if path.suffix.lower() != ".skops":
+    if not wants(spec, options, "skops", (".skops",)):
         return None
     if not path.is_file():
         raise ModelLoadError(f"{spec}: no such model file")
@@ -119,7 +119,7 @@ def load_skops(spec: str, options: LoadOptions) -> LoadedModel | None:
 @register_loader("pickle")
 def load_pickle(spec: str, options: LoadOptions) -> LoadedModel | None:
     path = Path(spec)
-    if path.suffix.lower() not in PICKLE_SUFFIXES:
+    if not wants(spec, options, "pickle", PICKLE_SUFFIXES):
         return None
     if not path.is_file():
         raise ModelLoadError(f"{spec}: no such model file")

@@ -92,7 +92,8 @@ def to_markdown(report: Report) -> str:
             lines.append(f"| {name} | {a.auc:.3f} | " + " | ".join(_pct(a.tpr_at_fpr.get(k)) for k in FPR_KEYS) + " |")
         lines.append("")
     lines.append(f"Train accuracy {m.train_accuracy:.3f}, holdout {m.holdout_accuracy:.3f}, "
-                 f"gap {m.generalization_gap:.3f}.")
+                 f"gap {m.generalization_gap:.3f}."
+                 + (f" Reference models: {_cell(m.reference_recipe)}." if m.reference_recipe else ""))
     lines.append("")
     if report.what_if:
         inv = any(w.inversion_mode for w in report.what_if)

@@ -226,9 +226,46 @@ class ScaleCalibration:
         self.sample = FirstPrincipals(rows, principals, accept=lambda rows: spread(rows) > 0)
         self.value: float | None = None
 
-    def observe(self, principal: str, sketch: NDArray[np.float64]) -> None:
+    def observe(self, principal: str, sketch: NDArray[np.float64]) -> bool:
+        """Take one distinct query; True when it completed the calibration."""
         if self.value is None and self.sample.add(principal, sketch):
             self.value = float(np.median([spread(rows) for rows in self.sample.samples]))
+            return True
+        return False
+
+    def calibrate(self, sketches: NDArray[np.float64]) -> None:
+        """Learn the scale at once from ordinary records (``detectors.calibration_data``), cut into
+        chunks of ``rows`` as if each were one principal's first queries."""
+        spreads = [s for s in (spread(chunk) for chunk in chunks(sketches, self.sample.rows)) if s > 0]
+        if spreads:
+            self.value = float(np.median(spreads))
+
+
+def positive(value: Any) -> float:
+    """A saved scale read back: a finite number above zero, or ValueError."""
+    out = float(value)
+    if not (np.isfinite(out) and out > 0):
+        raise ValueError(f"{value!r} is not a positive number")
+    return out
+
+
+def chunks(sketches: NDArray[np.float64], rows: int) -> list[NDArray[np.float64]]:
+    """Consecutive whole chunks of ``rows`` rows (calibration data standing in for principals)."""
+    return [sketches[i:i + rows] for i in range(0, len(sketches) - rows + 1, rows)]
+
+
+class Learner(Protocol):
+    """What a detector that learns the data's scale offers besides ``observe`` (all optional): learn
+    from ordinary records, say whether it is still blind, and save and restore what it learned."""
+
+    def calibrate(self, sketches: NDArray[np.float64]) -> None: ...
+
+    @property
+    def blind(self) -> bool: ...
+
+    def export_state(self) -> dict[str, Any] | None: ...
+
+    def import_state(self, state: dict[str, Any]) -> None: ...
 
 
 def create(name: str, params: dict[str, Any] | None) -> Detector:
@@ -237,5 +274,5 @@ def create(name: str, params: dict[str, Any] | None) -> Detector:
     return cls(cls.Config.model_validate(params or {}))
 
 
-__all__ = ["ALARM", "Bounded", "Detector", "DetectorConfig", "EventFeatures", "FirstPrincipals", "RecentRows", "ScaleCalibration", "create",
+__all__ = ["ALARM", "Bounded", "Detector", "DetectorConfig", "EventFeatures", "FirstPrincipals", "Learner", "RecentRows", "ScaleCalibration", "chunks", "create", "positive",
            "ramp", "register_detector", "registry", "share_score", "spread"]

@@ -7,12 +7,15 @@ a coarse grid and every sliding window of the quantised vector is hashed; two qu
 least ``match_fraction`` of their hashes are near-duplicates. The hash table is kept across ALL
 principals: an attacker who opens fresh accounts keeps hitting the same buckets, and a query that is
 near many earlier queries from anyone (``cluster``) alarms on its own, even on an account's first
-request.
+request. Exact repeats are skipped per principal only: a row a throwaway key sent first still counts,
+as a near-duplicate, for the key that sends it next (otherwise a burner key sending each probe first
+makes the main key look like it only repeats known rows).
 
 The grid step must suit the data's scale. ``quantum`` sets it in sketch units; left unset it is
 ``auto_fraction`` times a typical per-coordinate spread, measured as the median over the first
 ``calibration_principals`` principals of each one's own spread, so a single principal (an attacker
-sending tiny perturbations) cannot shrink it. No hashing happens before that calibration.
+sending tiny perturbations) cannot shrink it. No hashing happens before that calibration, unless
+``detectors.calibration_data`` or the state saved beside the query log supplied the spread at start.
 """
 
 from __future__ import annotations
@@ -26,8 +29,8 @@ import numpy as np
 from numpy.typing import NDArray
 from pydantic import Field
 
-from privaudit.guard.detectors import (Bounded, DetectorConfig, EventFeatures, ScaleCalibration, ramp, register_detector,
-                                       share_score)
+from privaudit.guard.detectors import (Bounded, DetectorConfig, EventFeatures, ScaleCalibration, positive, ramp,
+                                       register_detector, share_score)
 
 
 def window_hashes(cells: NDArray[np.int64], width: int) -> tuple[int, ...]:
@@ -62,7 +65,7 @@ class Fingerprint:
         min_matches: int = Field(5, ge=1)  # near-duplicates among a principal's recent queries...
         min_fraction: float = Field(0.25, gt=0.0, le=1.0)  # ... that are also this share of them
         cluster: int = Field(8, ge=2)  # one query near this many remembered ones alarms by itself
-        seen: int = Field(200_000, ge=100)  # exact fingerprints remembered, so repeats are skipped
+        seen: int = Field(200_000, ge=100)  # (principal, row) pairs remembered, so repeats are skipped
         seed: int = 0  # grid offset
 
     name = "fingerprint"
@@ -76,7 +79,7 @@ class Fingerprint:
         # collection walk them all, a pause of tens of milliseconds in the middle of requests.
         self.table: dict[int, tuple[int, ...]] = {}
         self.entries: deque[tuple[int, tuple[int, ...]]] = deque()
-        self.owner: dict[int, str] = {}
+        self.owner: dict[int, tuple[str, str]] = {}  # query id -> (principal, row fingerprint)
         self.next_id = 0
         self.seen: Bounded[str, bool] = Bounded(config.seen, lambda: True)
         self.principals: Bounded[str, _Principal] = Bounded(
@@ -89,11 +92,24 @@ class Fingerprint:
             return self.config.quantum
         return None if self.scale.value is None else self.config.auto_fraction * self.scale.value
 
-    def _remember(self, principal: str, hashes: tuple[int, ...]) -> None:
+    @property
+    def blind(self) -> bool:
+        return self.quantum is None
+
+    def calibrate(self, sketches: NDArray[np.float64]) -> None:
+        self.scale.calibrate(sketches)
+
+    def export_state(self) -> dict[str, Any] | None:
+        return None if self.scale.value is None else {"spread": self.scale.value}
+
+    def import_state(self, state: dict[str, Any]) -> None:
+        self.scale.value = positive(state["spread"])
+
+    def _remember(self, principal: str, fp: str, hashes: tuple[int, ...]) -> None:
         qid = self.next_id
         self.next_id += 1
         self.entries.append((qid, hashes))
-        self.owner[qid] = principal
+        self.owner[qid] = (principal, fp)
         keep = self.config.bucket_cap - 1
         for h in hashes:
             bucket = self.table.get(h, ())
@@ -125,9 +141,10 @@ class Fingerprint:
         st = self.principals.get(f.principal)
         cluster, near_max, others = 0.0, 0, 0
         for fp, sketch in zip(f.fingerprints, f.sketches):
-            if self.seen.peek(fp) is not None:  # an exact repeat (retry, duplicate): no new information
+            mine = f"{f.principal}\0{fp}"
+            if self.seen.peek(mine) is not None:  # this principal's exact repeat (a retry): nothing new
                 continue
-            self.seen.get(fp)
+            self.seen.get(mine)
             quantum = self.quantum
             if quantum is None:
                 self.scale.observe(f.principal, sketch)
@@ -135,13 +152,15 @@ class Fingerprint:
             if self.offset is None or len(self.offset) != len(sketch):
                 self.offset = np.random.default_rng(cfg.seed).uniform(0.0, 1.0, len(sketch))
             hashes = window_hashes(quantise(sketch, quantum, self.offset), cfg.window)
-            near = self._near(hashes)
+            # Copies of this very row (sent by other principals) are not near-duplicates of it: a
+            # popular record many users send is no probe. Its neighbours count, whoever sent them.
+            near = [q for q in self._near(hashes) if self.owner[q][1] != fp]
             st.recent.append(bool(near))
             if near:
-                others = max(others, len({self.owner[q] for q in near} - {f.principal}))
+                others = max(others, len({self.owner[q][0] for q in near} - {f.principal}))
                 near_max = max(near_max, len(near))
                 cluster = max(cluster, ramp(len(near), cfg.cluster, 2 * cfg.cluster))
-            self._remember(f.principal, hashes)
+            self._remember(f.principal, fp, hashes)
         quantum = self.quantum
         if quantum is None:
             return 0.0, {"calibrating": len(self.scale.sample.samples), "needed": cfg.calibration_principals}

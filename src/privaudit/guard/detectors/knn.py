@@ -12,7 +12,8 @@ detector does, so a few natural look-alikes never add up to an alarm.
 
 ``radius`` is in sketch units. Left unset it is ``auto_fraction`` times the typical distance
 between two independent queries, ``spread * sqrt(2 * dims)``, with the spread learned like the
-fingerprint detector's grid step (median over the first principals; see ``ScaleCalibration``).
+fingerprint detector's grid step (median over the first principals; see ``ScaleCalibration``), or
+taken at start from ``detectors.calibration_data`` or the state saved beside the query log.
 
 Explainers (LIME and the like) perturb one record a few hundred times and look the same: list them
 in ``allow``. Memory per principal is at most ``history * sketch_dims`` float32 values.
@@ -29,8 +30,8 @@ import numpy as np
 from numpy.typing import NDArray
 from pydantic import Field, model_validator
 
-from privaudit.guard.detectors import (Bounded, DetectorConfig, EventFeatures, RecentRows, ScaleCalibration, register_detector,
-                                       share_score)
+from privaudit.guard.detectors import (Bounded, DetectorConfig, EventFeatures, RecentRows, ScaleCalibration, positive,
+                                       register_detector, share_score)
 
 
 @dataclass
@@ -98,6 +99,20 @@ class Knn:
         self.scale = ScaleCalibration(config.calibration_rows, config.calibration_principals)
         self.states: Bounded[str, _State] = Bounded(config.max_principals,
                                                     lambda: _State(config.history, deque(maxlen=config.recent)))
+
+    @property
+    def blind(self) -> bool:
+        return self.config.radius is None and self.scale.value is None
+
+    def calibrate(self, sketches: NDArray[np.float64]) -> None:
+        self.scale.calibrate(sketches)
+        self.dims = sketches.shape[1]
+
+    def export_state(self) -> dict[str, Any] | None:
+        return None if self.scale.value is None else {"spread": self.scale.value, "dims": self.dims}
+
+    def import_state(self, state: dict[str, Any]) -> None:
+        self.scale.value, self.dims = positive(state["spread"]), int(positive(state["dims"]))
 
     @property
     def radius(self) -> float | None:

@@ -18,7 +18,8 @@ needs both a count and a share of off queries among a principal's recent ones.
 
 Explainers that blank out parts of an input (LIME) send off-manifold queries too: list them in
 ``allow``. Works in sketch space (a random projection keeps a low-rank cloud low-rank), so replaying
-a stored log gives the same answer; the subspace is learned again after every start.
+a stored log gives the same answer. ``detectors.calibration_data`` (ordinary records) gives the
+subspace at start; otherwise the subspace saved beside the query log is reloaded after a restart.
 """
 
 from __future__ import annotations
@@ -31,8 +32,8 @@ import numpy as np
 from numpy.typing import NDArray
 from pydantic import Field
 
-from privaudit.guard.detectors import (Bounded, DetectorConfig, EventFeatures, FirstPrincipals, RecentRows, register_detector,
-                                       share_score)
+from privaudit.guard.detectors import (Bounded, DetectorConfig, EventFeatures, FirstPrincipals, RecentRows, chunks,
+                                       register_detector, share_score)
 
 OUTLIER = 2.0  # a calibration principal this many times further off than the median one is dropped
 
@@ -103,6 +104,29 @@ class Manifold:
         self.subspace: Subspace | None = None
         self.states: Bounded[str, _State] = Bounded(config.max_principals,
                                                     lambda: _State(deque(maxlen=config.recent), RecentRows(4 * config.recent)))
+
+    @property
+    def blind(self) -> bool:
+        return self.subspace is None
+
+    def calibrate(self, sketches: NDArray[np.float64]) -> None:
+        samples = chunks(sketches, self.config.calibration_rows)
+        if len(samples) >= 2:
+            self.subspace = fit_subspace(samples, self.config.explained) or self.subspace
+
+    def export_state(self) -> dict[str, Any] | None:
+        sub = self.subspace
+        if sub is None:
+            return None
+        return {"mean": sub.mean.tolist(), "components": sub.components.tolist(), "typical": sub.typical}
+
+    def import_state(self, state: dict[str, Any]) -> None:
+        mean = np.asarray(state["mean"], dtype=np.float64)
+        components = np.asarray(state["components"], dtype=np.float64).reshape(-1, len(mean))
+        typical = float(state["typical"])
+        if not (np.all(np.isfinite(mean)) and np.all(np.isfinite(components)) and typical > 0):
+            raise ValueError("the saved subspace holds non-finite values")
+        self.subspace = Subspace(mean, components, typical)
 
     def observe(self, f: EventFeatures) -> tuple[float, dict[str, Any]]:
         cfg = self.config

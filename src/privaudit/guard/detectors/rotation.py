@@ -3,7 +3,10 @@ per-principal detectors each see only a slice.
 
 * one principal from many client addresses within ``window_seconds`` (proxy or botnet rotation);
 * a principal whose queries are mostly exact rows that OTHER principals already sent within the
-  window (a probe set replayed from fresh accounts after the first was throttled).
+  window (a probe set replayed from fresh accounts after the first was throttled);
+* a principal whose rows are mostly sent again by OTHER principals soon after (a throwaway key that
+  sends each probe first, so that the key doing the work looks as if it only repeated known rows):
+  the keys sharing rows are a signal on both sides.
 
 Many principals behind one address (an office NAT, a mobile carrier) is normal and scores nothing,
 and a handful of popular rows shared by many users stays below ``min_shared``.
@@ -26,6 +29,7 @@ SENDERS_PER_ROW = 16  # principals remembered per fingerprint; enough to know it
 class _Principal:
     ips: dict[str, float] = field(default_factory=dict)  # address -> last seen
     rows: deque[tuple[float, bool]] = field(default_factory=deque)  # (time, shared with another principal)
+    echoed: dict[str, float] = field(default_factory=dict)  # own rows another principal sent later -> when
 
 
 @register_detector("rotation")
@@ -53,6 +57,8 @@ class Rotation:
             del st.ips[min(st.ips, key=st.ips.__getitem__)]
         while st.rows and st.rows[0][0] < horizon:
             st.rows.popleft()
+        for fp in [fp for fp, t in st.echoed.items() if t < horizon]:
+            del st.echoed[fp]
 
     def observe(self, f: EventFeatures) -> tuple[float, dict[str, Any]]:
         cfg = self.config
@@ -64,7 +70,14 @@ class Rotation:
             if f.principal in senders:  # this principal's own repeat: not a new row
                 senders[f.principal] = f.time
                 continue
-            shared = any(t >= horizon for p, t in senders.items() if p != f.principal)
+            earlier = [p for p, t in senders.items() if p != f.principal and t >= horizon]
+            shared = bool(earlier)
+            for p in earlier:
+                first = self.principals.peek(p)
+                if first is not None:
+                    first.echoed[fp] = f.time
+                    if len(first.echoed) > cfg.principal_rows:
+                        del first.echoed[next(iter(first.echoed))]
             senders[f.principal] = f.time
             if len(senders) > SENDERS_PER_ROW:
                 del senders[min(senders, key=senders.__getitem__)]
@@ -77,6 +90,9 @@ class Rotation:
         fraction = shared_rows / len(st.rows) if st.rows else 0.0
         ip_score = ramp(ips, cfg.max_ips, 2 * cfg.max_ips)
         share_score = ramp(shared_rows, cfg.min_shared, 2 * cfg.min_shared) if fraction >= cfg.shared_fraction else 0.0
-        return max(ip_score, share_score), {"ips": ips, "shared_rows": int(shared_rows),
-                                            "shared_fraction": round(fraction, 3),
+        echoed = len(st.echoed)
+        echo_fraction = echoed / len(st.rows) if st.rows else 0.0
+        echo_score = ramp(echoed, cfg.min_shared, 2 * cfg.min_shared) if echo_fraction >= cfg.shared_fraction else 0.0
+        return max(ip_score, share_score, echo_score), {"ips": ips, "shared_rows": int(shared_rows),
+                                            "shared_fraction": round(fraction, 3), "echoed_rows": echoed,
                                             "window_seconds": cfg.window_seconds}

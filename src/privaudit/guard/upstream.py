@@ -1,0 +1,152 @@
+"""The proxy's connection to the model server: a small pool of keep-alive HTTP/1.1 connections.
+
+httpx's pool was the largest cost of the request path: with a few dozen requests in flight its
+bookkeeping walks every connection for every request, and under a burst that is quadratic. The guard
+sends one kind of request (a POST of JSON to one fixed server) and reads one kind of answer, so it
+speaks HTTP/1.1 itself on asyncio streams and parses answers with httptools (uvicorn's own parser).
+
+A connection is reused only after a complete answer the server did not mark ``Connection: close``.
+A reused connection the server has closed meanwhile (its keep-alive timeout) fails before any answer
+byte arrives; that request is sent once more on a fresh connection (the server never saw it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import ssl
+from collections import deque
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+import httptools
+
+
+class UpstreamError(Exception):
+    """The model server could not be reached or answered something that is not HTTP."""
+
+
+class Answer:
+    """What the proxy reads of an upstream answer (the parts of httpx.Response it uses)."""
+
+    def __init__(self, status_code: int, body: bytes) -> None:
+        self.status_code = status_code
+        self.content = body
+
+    @property
+    def is_success(self) -> bool:
+        return 200 <= self.status_code < 300
+
+    def json(self) -> Any:
+        return json.loads(self.content)
+
+
+class _Reader:
+    """httptools callbacks for one answer."""
+
+    def __init__(self) -> None:
+        self.parser = httptools.HttpResponseParser(self)
+        self.chunks: list[bytes] = []
+        self.done = False
+        self.close = False
+        self.started = False
+
+    def on_message_begin(self) -> None:
+        self.started = True
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        if name.lower() == b"connection" and value.strip().lower() == b"close":
+            self.close = True
+
+    def on_body(self, body: bytes) -> None:
+        self.chunks.append(body)
+
+    def on_message_complete(self) -> None:
+        self.done = True
+
+
+class UpstreamPool:
+    """POSTs to one server over at most ``size`` kept-alive connections (the caller bounds concurrency)."""
+
+    def __init__(self, base_url: str, size: int) -> None:
+        url = urlsplit(base_url)
+        self.tls = url.scheme == "https"
+        self.host = url.hostname or "127.0.0.1"
+        self.port = url.port or (443 if self.tls else 80)
+        self.prefix = url.path.rstrip("/")
+        host_header = url.hostname if url.port is None else f"{url.hostname}:{url.port}"
+        auth = ""
+        if url.username is not None:  # credentials in the URL become Basic auth, as httpx sends them
+            pair = f"{unquote(url.username)}:{unquote(url.password or '')}".encode()
+            auth = f"Authorization: Basic {base64.b64encode(pair).decode()}\r\n"
+        self._head = f"Host: {host_header}\r\n{auth}Content-Type: application/json\r\nAccept: application/json\r\n"
+        self._ssl = ssl.create_default_context() if self.tls else None
+        self._idle: deque[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = deque(maxlen=size)
+
+    async def post(self, path: str, body: bytes, request_id: str, timeout: float) -> Answer:
+        try:
+            return await asyncio.wait_for(self._post(path, body, request_id), timeout)
+        except asyncio.TimeoutError:
+            raise UpstreamError(f"no answer within {timeout:g} s") from None
+
+    async def _post(self, path: str, body: bytes, request_id: str) -> Answer:
+        request = (f"POST {self.prefix}{path} HTTP/1.1\r\n{self._head}X-Request-ID: {request_id}\r\n"
+                   f"Content-Length: {len(body)}\r\n\r\n").encode("latin-1") + body
+        while self._idle:
+            conn = self._idle.pop()
+            try:
+                return await self._exchange(conn, request)
+            except _Stale:
+                continue  # closed by the server while idle: the request never reached it
+        return await self._exchange(await self._open(), request, fresh=True)
+
+    async def _open(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        try:
+            return await asyncio.open_connection(self.host, self.port, ssl=self._ssl, limit=2**20)
+        except OSError as exc:
+            raise UpstreamError(f"cannot connect to {self.host}:{self.port}: {exc.strerror or exc}") from None
+
+    async def _exchange(self, conn: tuple[asyncio.StreamReader, asyncio.StreamWriter], request: bytes,
+                        fresh: bool = False) -> Answer:
+        reader, writer = conn
+        answer = _Reader()
+        try:
+            writer.write(request)
+            await writer.drain()
+            while not answer.done:
+                data = await reader.read(65536)
+                if not data:
+                    if not answer.started and not fresh:
+                        raise _Stale()
+                    raise UpstreamError("the model server closed the connection mid-answer")
+                answer.parser.feed_data(data)
+        except (_Stale, UpstreamError):
+            writer.close()
+            raise
+        except (OSError, httptools.HttpParserError) as exc:
+            writer.close()
+            if not answer.started and not fresh:
+                raise _Stale() from None
+            raise UpstreamError(f"{type(exc).__name__}: {exc}") from None
+        except BaseException:  # cancelled (timeout): the connection is in an unknown state
+            writer.close()
+            raise
+        if answer.close or not answer.parser.should_keep_alive():
+            writer.close()
+        else:
+            self._idle.append(conn)
+        return Answer(answer.parser.get_status_code(), b"".join(answer.chunks))
+
+    async def aclose(self) -> None:
+        while self._idle:
+            _, writer = self._idle.pop()
+            writer.close()
+            try:
+                await writer.wait_closed()
+            except OSError:
+                pass
+
+
+class _Stale(Exception):
+    pass

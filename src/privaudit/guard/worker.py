@@ -1,0 +1,149 @@
+"""Monitoring off the request path: a bounded queue of QueryEvents drained by one worker thread.
+
+A request pays for identity, limits, forwarding and hardening; its event is queued and the worker
+runs the query log and the detectors. The verdict reaches the proxy a moment later and applies to
+the principal's next requests, as before. The queue is bounded in events and in bytes of rows: a
+request that would not fit is refused before it is forwarded (``monitoring.on_error: deny``, the
+default) or served unmonitored and counted (``allow``). Nothing waits on the worker except
+``drain``, used at shutdown and by tests.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from typing import Callable, Protocol
+
+from prometheus_client import CollectorRegistry, Counter, Gauge
+
+from privaudit.guard.config import GuardConfig
+from privaudit.guard.events import QueryEvent, Verdict
+
+log = logging.getLogger("privaudit.guard")
+BATCH = 64  # events the worker takes per wake-up
+
+
+class Monitor(Protocol):
+    """What the guard needs of monitoring (privaudit.guard.monitoring builds the real one)."""
+
+    def observe(self, event: QueryEvent) -> Verdict: ...
+
+    def close(self) -> None: ...
+
+
+class NullMonitor:
+    """Stands in when monitoring is unavailable: every verdict is "log"."""
+
+    def observe(self, event: QueryEvent) -> Verdict:
+        return Verdict()
+
+    def close(self) -> None:
+        pass
+
+
+def default_monitor(cfg: GuardConfig, registry: CollectorRegistry) -> Monitor:
+    try:
+        from privaudit.guard.monitoring import build_monitor  # type: ignore[import-not-found, unused-ignore]
+    except ImportError as exc:
+        log.warning("guard monitoring is unavailable (%s); requests are served but not monitored", exc)
+        return NullMonitor()
+    monitor: Monitor = build_monitor(log=cfg.log, detectors=cfg.detector_settings(), response=list(cfg.response),
+                                     allow=list(cfg.allow), alerts=cfg.alerts, metrics_registry=registry,
+                                     escalation=cfg.escalation or None, learn=True,
+                                     feature_names=cfg.protocol.feature_names)
+    return monitor
+
+
+def event_bytes(event: QueryEvent) -> int:
+    outputs = 0 if event.outputs is None else int(event.outputs.nbytes)
+    return int(event.inputs.nbytes) + outputs
+
+
+class MonitorQueue:
+    """Events waiting for monitoring; ``on_result(event, verdict, error)`` runs in the worker."""
+
+    def __init__(self, monitor: Monitor, on_result: Callable[[QueryEvent, Verdict | None, Exception | None], None],
+                 *, max_events: int, max_bytes: int, registry: CollectorRegistry) -> None:
+        self.monitor = monitor
+        self.on_result = on_result
+        self.max_events = max_events
+        self.max_bytes = max_bytes
+        self._items: deque[tuple[QueryEvent, int]] = deque()
+        self._bytes = 0
+        self._busy = 0  # events taken by the worker and not yet finished
+        self._cond = threading.Condition()
+        self._stopping = False
+        self.dropped = Counter("privaudit_guard_monitor_dropped", "Events monitoring never saw (queue full)",
+                               registry=registry)
+        self.depth = Gauge("privaudit_guard_monitor_queue", "Events waiting for monitoring", registry=registry)
+        self._thread = threading.Thread(target=self._run, name="privaudit-monitor", daemon=True)
+        self._thread.start()
+
+    def has_room(self, nbytes: int = 0) -> bool:
+        """Whether an event of ``nbytes`` would be taken now (checked before forwarding a request)."""
+        return len(self._items) < self.max_events and self._bytes + nbytes <= self.max_bytes
+
+    def submit(self, event: QueryEvent) -> bool:
+        """Queue ``event``; False (and counted) when it does not fit or the queue is closed."""
+        size = event_bytes(event)
+        with self._cond:
+            if self._stopping or not self.has_room(size):
+                self.dropped.inc()
+                return False
+            self._items.append((event, size))
+            self._bytes += size
+            self.depth.set(len(self._items))
+            self._cond.notify()
+        return True
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._items and not self._stopping:
+                    self._cond.wait()
+                if not self._items:
+                    return
+                # Take what is waiting (up to BATCH) in one go: one lock round trip, not one per event.
+                batch = [self._items.popleft() for _ in range(min(BATCH, len(self._items)))]
+                self._busy += len(batch)
+            for event, size in batch:
+                self._one(event)
+                with self._cond:
+                    self._bytes -= size
+                    self._busy -= 1
+            with self._cond:
+                self.depth.set(len(self._items))
+                self._cond.notify_all()
+
+    def _one(self, event: QueryEvent) -> None:
+        try:
+            try:
+                verdict = self.monitor.observe(event)
+            except Exception as exc:  # reported to the proxy, which applies its fail mode
+                self.on_result(event, None, exc)
+            else:
+                self.on_result(event, verdict, None)
+        except Exception:
+            log.exception("monitoring worker: handling the result of request %s failed", event.request_id)
+
+    def drain(self, timeout: float = 10.0) -> bool:
+        """Wait until every queued event has been monitored; False on timeout."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while self._items or self._busy:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._cond.wait(left)
+        return True
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Monitor what is queued (bounded by ``timeout``), then stop the worker."""
+        with self._cond:
+            self._stopping = True
+            self._cond.notify_all()
+        self._thread.join(timeout)
+        if self._thread.is_alive():
+            log.error("monitoring worker: %d events left unmonitored at shutdown", len(self._items))
