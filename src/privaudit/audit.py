@@ -18,6 +18,7 @@ from privaudit import metrics
 from privaudit.analysis_cache import AnalysisCache, analysis_key
 from privaudit.attacks.membership import AttackContext, AttackResult, AttackSpec, registry, run_attack
 from privaudit.attacks.membership.signals import probability_floor
+from privaudit.backends import BackendOptions, make_backend
 from privaudit.data import (Dataset, check_features_for_model, check_missing, check_same_columns, dataset_sha256,
                             encode_labels, has_real_names, load_data, rows_sha256)
 from privaudit.errors import ConfigError, NothingAuditable, QueryBudgetExceeded
@@ -158,6 +159,10 @@ def audit(
     controls: ControlsEvidence | None = None,
     reporter: Reporter | None = None,
     command_line: Sequence[str] | None = None,
+    backend: str = "local",
+    ray_address: str | None = None,
+    ref_cpus: float | None = None,
+    ref_gpus: float | None = None,
     model_options: ModelOptions | dict[str, Any] | None = None,
 ) -> Report:
     """Run a membership-inference audit of ``model`` on ``train`` (members) and ``holdout`` (non-members).
@@ -167,6 +172,8 @@ def audit(
     DataFrames (with ``label``). ``policy`` (thresholds, data sensitivity) and ``controls`` (from a
     guard configuration) feed the rules. ``inversion=True`` adds MI-Face model inversion (``image_shape``
     for image data) and ``sensitive=COLUMN`` attribute inference; both feed ATLAS-EXF-001. The rules that turn the measurements into findings. Returns a :class:`Report`.
+    ``backend`` ("local" or "ray", with ``ray_address``, ``ref_cpus``, ``ref_gpus``) decides where
+    reference models train; see docs/scale.md.
     """
     ui = reporter or Silent()
     if attacks is not None:
@@ -175,6 +182,7 @@ def audit(
         raise ConfigError("--reference-models must be 0 or more")
     if not 0 < delta < 1:
         raise ConfigError(f"--delta {delta}: must be between 0 and 1")
+    trainer_backend = make_backend(backend, BackendOptions(jobs=jobs, address=ray_address, cpus=ref_cpus, gpus=ref_gpus))
     # The data first: its errors are found in seconds, while a model may take long to load.
     tr = load_data(train, label=label, name="train", allow_text=True)
     ho = load_data(holdout, label=label, name="holdout", allow_text=True)
@@ -257,7 +265,7 @@ def audit(
         pool_fp = hashlib.sha256("|".join(["pool", tr_sha, ho_sha, repr((n_total, tr.X.shape[1])), repr(tr.label_name),
                                            repr(ho.label_name)]).encode() + y.astype("<i8").tobytes()).hexdigest()
         refs = train_reference_models(recipe, pool_rows, y, len(classes), reference_models, seed=seed, jobs=jobs, cache=cache,
-                                      data_fp=pool_fp,
+                                      data_fp=pool_fp, backend=trainer_backend,
                                       on_progress=lambda d, t: ui.progress("training reference models", d, t))
 
     floor = probability_floor(mode.rounding)

@@ -94,6 +94,10 @@ def audit(
     trainer: Annotated[Optional[str], typer.Option(help="module:function with fn(X, y, seed) -> fitted model (scikit-learn-like, torch nn.Module or native booster), for reference models.")] = None,
     seed: Annotated[int, typer.Option(help="Seed for every random choice.")] = 0,
     jobs: Annotated[Optional[int], typer.Option(help="Parallel jobs (default: all cores).")] = None,
+    backend: Annotated[str, typer.Option(help="Where reference models train: local (processes) or ray (see docs/scale.md).")] = "local",
+    ray_address: Annotated[Optional[str], typer.Option("--ray-address", help="Ray cluster to use, e.g. ray://head:10001 (default: start a local Ray instance).")] = None,
+    ref_cpus: Annotated[Optional[float], typer.Option("--ref-cpus", help="Ray: CPUs each reference model reserves (default 1).")] = None,
+    ref_gpus: Annotated[Optional[float], typer.Option("--ref-gpus", help="Ray: GPUs each reference model reserves (default 0).")] = None,
     claimed_epsilon: Annotated[Optional[float], typer.Option("--claimed-epsilon", help="The epsilon the model claims (DP).")] = None,
     delta: Annotated[float, typer.Option(help="The delta of the DP claim and of the epsilon lower bound.")] = 1e-5,
     allow_pickle: Annotated[bool, typer.Option("--allow-pickle", help="Allow loading pickle/joblib files (runs their code).")] = False,
@@ -164,7 +168,8 @@ def audit(
             model_options=_model_options(model_format=model_format, onnx_input=onnx_input, onnx_output=onnx_output,
                                          device=device, ref_epochs=ref_epochs, ref_lr=ref_lr,
                                          ref_batch_size=ref_batch_size),
-            command_line=["privaudit", *(_ARGV if _ARGV is not None else sys.argv[1:])])
+            command_line=["privaudit", *(_ARGV if _ARGV is not None else sys.argv[1:])],
+            backend=backend, ray_address=ray_address, ref_cpus=ref_cpus, ref_gpus=ref_gpus)
         report = apply_suppressions(report, settings.suppressions)
         if base is not None:
             report, skipped = apply_baseline(report, base, baseline or "")

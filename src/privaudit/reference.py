@@ -22,6 +22,8 @@ from typing import Any, Callable
 import numpy as np
 from numpy.typing import NDArray
 
+from privaudit.backends import Backend, TrainingJob
+from privaudit.backends.local import LocalBackend
 from privaudit.cache_hmac import cache_key, sign, verified
 from privaudit.errors import ConfigError
 from privaudit.fileio import atomic_write_npy, atomic_write_text
@@ -270,14 +272,14 @@ def train_reference_models(
     cache: ScoreCache | None = None,
     on_progress: Callable[[int, int], None] | None = None,
     data_fp: str | None = None,
+    backend: Backend | None = None,
 ) -> ReferenceScores:
     """Outputs of ``n_models`` reference models on every record, from the cache where possible.
 
     ``X`` may be a function returning the pool's rows: it is called only when a model must be trained
-    (or no ``data_fp`` is given), so a fully cached run never assembles them.
+    (or no ``data_fp`` is given), so a fully cached run never assembles them. ``backend`` decides where
+    the models train (default: local processes, ``jobs`` at once); results reach the cache as they arrive.
     """
-    from joblib import Parallel, delayed
-
     cache = cache or ScoreCache(None)
     masks = in_masks(y, n_models, seed)
     # A caller that already hashed the pool (the audit hashes both files for provenance) passes that.
@@ -291,10 +293,9 @@ def train_reference_models(
     if on_progress:
         on_progress(done, n_models)
     if missing:
-        n_jobs = min(jobs or os.cpu_count() or 1, len(missing))
-        pool = rows()
-        tasks = (delayed(_indexed)(k, recipe, pool, y, masks[k], model_seed(seed, k), n_classes) for k in missing)
-        for k, p in Parallel(n_jobs=n_jobs, return_as="generator_unordered")(tasks):
+        job = TrainingJob(fit_and_score, recipe, rows(), y, masks, tuple(model_seed(seed, k) for k in range(n_models)),
+                          n_classes)
+        for k, p in (backend or LocalBackend(jobs)).run(job, missing):
             probs[k] = p
             cache.put(keys[k], p)
             done += 1
@@ -302,7 +303,3 @@ def train_reference_models(
                 on_progress(done, n_models)
     stacked = np.stack([p for p in probs if p is not None]) if n_models else np.zeros((0, len(y), n_classes))
     return ReferenceScores(stacked, masks, trained=len(missing), recipe=recipe.description, keys=tuple(keys))
-
-
-def _indexed(k: int, *args: Any) -> tuple[int, NDArray[np.float64]]:
-    return k, fit_and_score(*args)
