@@ -317,7 +317,7 @@ def run_monitor(paths: list[Path], config: Path | None = None, model_name: str =
 
 
 def to_markdown(report: MonitorReport) -> str:
-    from privaudit.report.markdown import _cell, _short, _status
+    from privaudit.report.markdown import cell, shorten, status_label
 
     failed = [f for f in report.findings if f.failed]
     head = (f"**privaudit monitor: {max(failed, key=lambda f: f.severity.rank).severity.value.upper()}** - "
@@ -328,20 +328,20 @@ def to_markdown(report: MonitorReport) -> str:
              f"replayed through {', '.join(report.detectors) or 'no detectors'} at {t.queries_per_second:,.0f} "
              f"queries/s ({t.records_per_second:,.0f} requests/s).", "",
              "| Rule | Severity | Status | Summary |", "|---|---|---|---|"]
-    lines += [f"| {_cell(f.rule_id)} {_cell(f.title)} | {f.severity.value} | {_cell(_status(f))} | {_cell(_short(f.summary))} |"
+    lines += [f"| {cell(f.rule_id)} {cell(f.title)} | {f.severity.value} | {cell(status_label(f))} | {cell(shorten(f.summary))} |"
               for f in report.findings]
     if report.flagged:
         lines += ["", "| Principal | Level | Queries | Addresses | Detections | Answered after alarm |",
                   "|---|---|---:|---:|---|---:|"]
-        lines += [f"| {_cell(p.principal)} | {p.level} | {p.queries} | {p.ips} | "
-                  + _cell(", ".join(f"{d.detector} @ {d.queries}" for d in p.detections))
+        lines += [f"| {cell(p.principal)} | {p.level} | {p.queries} | {p.ips} | "
+                  + cell(", ".join(f"{d.detector} @ {d.queries}" for d in p.detections))
                   + f" | {p.answered_after} |" for p in report.flagged]
     if report.allowed_alarms:
         lines += ["", "Alarms on allowed principals (logged, never escalated): "
-                  + ", ".join(_cell(p.principal) for p in report.allowed_alarms)]
+                  + ", ".join(cell(p.principal) for p in report.allowed_alarms)]
     if report.decisions:
-        lines += ["", "Decisions: " + ", ".join(f"{_cell(k or 'none')} {v}" for k, v in report.decisions.items())]
-    lines += [f"- warning: {_short(w)}" for w in report.warnings]
+        lines += ["", "Decisions: " + ", ".join(f"{cell(k or 'none')} {v}" for k, v in report.decisions.items())]
+    lines += [f"- warning: {shorten(w)}" for w in report.warnings]
     lines += ["", f"<sub>privaudit {report.privaudit_version} - {len(report.sources)} log file(s) - {report.created_at}</sub>"]
     return "\n".join(lines) + "\n"
 
@@ -351,25 +351,17 @@ def to_sarif(report: MonitorReport, location: str | None = None) -> dict[str, An
     import os
 
     from privaudit.report import sarif
-    from privaudit.rules import rules
 
-    metas = [meta for meta, _fn in rules().values()]
-    index = {meta.id: i for i, meta in enumerate(metas)}
-    by_rule = {f.rule_id: f for f in report.findings}
     uri = location
     if uri is None and report.sources:
         rel = os.path.relpath(os.path.abspath(report.sources[0]), os.getcwd())
         uri = Path(rel).as_posix() if not rel.startswith("..") and not os.path.isabs(rel) else None
-    uri = uri or sarif.DEFAULT_LOCATION
-    results = [sarif._result(f, index[f.rule_id], uri) for f in report.findings if f.status == "fail" and f.rule_id in index]
-    run = {"tool": {"driver": {"name": "privaudit", "version": report.privaudit_version,
-                               "semanticVersion": report.privaudit_version,
-                               "rules": [sarif._descriptor(m, by_rule.get(m.id)) for m in metas]}},
-           "automationDetails": {"id": f"privaudit-monitor/{report.model_name}/"},
-           "invocations": [{"executionSuccessful": True}], "results": results,
-           "properties": {"kind": report.kind, "modelName": report.model_name, "records": report.records,
-                          "queriesPerSecond": report.throughput.queries_per_second, "createdAt": report.created_at}}
-    return {"$schema": sarif.SARIF_SCHEMA, "version": sarif.SARIF_VERSION, "runs": [run]}
+    where = [sarif.location(uri or sarif.DEFAULT_LOCATION)]
+    return sarif.build_log(report.findings, lambda _f: where, version=report.privaudit_version,
+                           automation_id=f"privaudit-monitor/{report.model_name}/",
+                           properties={"kind": report.kind, "modelName": report.model_name, "records": report.records,
+                                       "queriesPerSecond": report.throughput.queries_per_second,
+                                       "createdAt": report.created_at})
 
 
 def render(report: MonitorReport, path: Path, sarif_location: str | None = None) -> str:

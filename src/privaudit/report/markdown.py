@@ -31,12 +31,12 @@ def _code(text: str) -> str:
     return f"`{line}`" if "`" not in line and line else _text(line)
 
 
-def _cell(text: object) -> str:
+def cell(text: object) -> str:
     """Text safe inside a Markdown table cell."""
     return _text(text)
 
 
-def _short(text: str, limit: int = SUMMARY_CHARS) -> str:
+def shorten(text: str, limit: int = SUMMARY_CHARS) -> str:
     """One line of at most ``limit`` characters, cut between words (a single over-long word is cut)."""
     line = " ".join(text.split())
     if len(line) <= limit:
@@ -54,7 +54,7 @@ def _num(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.3f}"
 
 
-def _status(finding: Finding) -> str:
+def status_label(finding: Finding) -> str:
     return f"{finding.status} (suppressed)" if finding.suppressed else finding.status
 
 
@@ -75,25 +75,25 @@ def to_markdown(report: Report) -> str:
     lines = [verdict(report), ""]
     if report.regressions:
         lines += ["**Regressions since the baseline**", ""]
-        lines += [f"- {_text(r.kind)} {_code(r.id)}: {_text(_short(r.message))}" for r in report.regressions]
+        lines += [f"- {_text(r.kind)} {_code(r.id)}: {_text(shorten(r.message))}" for r in report.regressions]
         lines.append("")
     if not report.split_check.passed:
-        lines += [f"> Split check failed: {_text(_short(report.split_check.message))}", ""]
+        lines += [f"> Split check failed: {_text(shorten(report.split_check.message))}", ""]
     if report.findings:
         lines += ["| Rule | Severity | Status | Summary |", "|---|---|---|---|"]
         for f in report.findings:
-            lines.append(f"| {_cell(f.rule_id)} {_cell(f.title)} | {f.severity.value} | {_cell(_status(f))} | "
-                         f"{_cell(_short(f.summary))} |")
+            lines.append(f"| {cell(f.rule_id)} {cell(f.title)} | {f.severity.value} | {cell(status_label(f))} | "
+                         f"{cell(shorten(f.summary))} |")
         lines.append("")
     if m.attacks:
         lines += ["| Attack | AUC | TPR@1% FPR | TPR@0.1% FPR | TPR@0.01% FPR |", "|---|---:|---:|---:|---:|"]
         for a in m.attacks:
-            name = f"**{_cell(a.name)}**" if a.name == m.best else _cell(a.name)
+            name = f"**{cell(a.name)}**" if a.name == m.best else cell(a.name)
             lines.append(f"| {name} | {a.auc:.3f} | " + " | ".join(_pct(a.tpr_at_fpr.get(k)) for k in FPR_KEYS) + " |")
         lines.append("")
     lines.append(f"Train accuracy {m.train_accuracy:.3f}, holdout {m.holdout_accuracy:.3f}, "
                  f"gap {m.generalization_gap:.3f}."
-                 + (f" Reference models: {_cell(m.reference_recipe)}." if m.reference_recipe else ""))
+                 + (f" Reference models: {cell(m.reference_recipe)}." if m.reference_recipe else ""))
     lines.append("")
     if report.what_if:
         inv = any(w.inversion_mode for w in report.what_if)
@@ -102,7 +102,7 @@ def to_markdown(report: Report) -> str:
                   + (" Inversion accuracy | Inversion queries |" if inv else ""),
                   "|---|---|---:|---:|---:|---:|" + ("---:|---:|" if inv else "")]
         for w in report.what_if:
-            row = (f"| {_cell(w.serving)} | {_cell(w.best_attack or 'n/a')} | {_num(w.auc)} | "
+            row = (f"| {cell(w.serving)} | {cell(w.best_attack or 'n/a')} | {_num(w.auc)} | "
                    f"{_pct(w.tpr_at_fpr.get('0.01'))} | {_pct(w.tpr_at_fpr.get('0.001'))} | {w.accuracy:.3f} |")
             if inv:
                 acc = "refused" if w.inversion_mode == "refused" else _pct(w.inversion_attack_accuracy)
@@ -110,11 +110,11 @@ def to_markdown(report: Report) -> str:
             lines.append(row)
         lines.append("")
     if m.skipped:
-        lines += ["Skipped attacks: " + "; ".join(f"{_cell(s.name)} ({_cell(s.reason)})" for s in m.skipped), ""]
+        lines += ["Skipped attacks: " + "; ".join(f"{cell(s.name)} ({cell(s.reason)})" for s in m.skipped), ""]
     if report.warnings:
         shown = report.warnings[:MAX_WARNINGS]
         more = len(report.warnings) - len(shown)
-        lines += [f"- warning: {_text(_short(w))}" for w in shown]
+        lines += [f"- warning: {_text(shorten(w))}" for w in shown]
         if more:
             lines.append(f"- and {more} more warning{'s' if more != 1 else ''} (see the full report)")
         lines.append("")
