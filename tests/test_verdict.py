@@ -121,3 +121,27 @@ def test_evaluation_mask_matches_the_test() -> None:
     t = verdict.held_out_test(scores, m, delta=1e-5, seed=9)
     judge = verdict.evaluation_mask(m, seed=9)
     assert (int((judge & m).sum()), int((judge & ~m).sum())) == (t.members, t.nonmembers)
+
+
+def test_one_record_is_a_clean_data_error_not_a_crash() -> None:
+    from sklearn.linear_model import LogisticRegression
+
+    import privaudit
+    from privaudit.errors import DataError
+
+    rng = np.random.default_rng(0)
+    X, y = rng.normal(size=(30, 3)), np.r_[np.zeros(15), np.ones(15)].astype(int)
+    model = LogisticRegression().fit(X, y)
+    with pytest.raises(DataError, match="1 record"):
+        privaudit.audit(model, (X[:1], y[:1]), (X[1:20], y[1:20]), reference_models=0, attacks=["loss"],
+                        cache_dir=False, what_if=False)
+    # with a handful of records the verdict says what would decide it instead of guessing
+    r = privaudit.audit(model, (X[:3], y[:3]), (X[3:9], y[3:9]), reference_models=0, attacks=["loss"],
+                        cache_dir=False, what_if=False)
+    assert r.membership.verdict is not None and r.membership.verdict.status == "unresolved"
+    assert r.membership.verdict.holdout_needed == 500
+
+
+def test_groups_too_small_to_split_are_unresolved() -> None:
+    t = verdict.held_out_test({"a": np.array([0.1, 0.2, 0.3])}, np.array([True, False, False]), delta=1e-5)
+    assert t.status == "unresolved" and t.attack is None and t.holdout_needed == 500

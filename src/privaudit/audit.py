@@ -21,7 +21,7 @@ from privaudit.attacks.membership.signals import probability_floor
 from privaudit.backends import BackendOptions, make_backend
 from privaudit.data import (Dataset, check_features_for_model, check_missing, check_same_columns, dataset_sha256,
                             encode_labels, has_real_names, load_data, rows_sha256)
-from privaudit.errors import ConfigError, NothingAuditable, QueryBudgetExceeded
+from privaudit.errors import DataError, ConfigError, NothingAuditable, QueryBudgetExceeded
 from privaudit.models import LoadedModel, LoadOptions, ModelOptions, as_target, load_model
 from privaudit.progress import Reporter, Silent
 from privaudit.reference import (ReferenceScores, Recipe, ScoreCache, default_cache_dir, default_surrogate,
@@ -187,6 +187,10 @@ def audit(
     tr = load_data(train, label=label, name="train", allow_text=True)
     ho = load_data(holdout, label=label, name="holdout", allow_text=True)
     check_same_columns(tr, ho)
+    for ds in (tr, ho):  # the verdict and the epsilon bounds judge on a part of each group kept aside
+        if len(ds.X) < 2:
+            raise DataError(f"{ds.source}: {len(ds.X)} record(s); an audit needs at least 2 in each of "
+                            "train and holdout (and about 500 holdout records for a verdict at 1 % FPR)")
     loaded = _load(model, LoadOptions(allow_pickle=allow_pickle, trust=tuple(trust), http=dict(http or {}),
                                       model=ModelOptions.of(model_options)))
     codec = None

@@ -129,6 +129,13 @@ def held_out_test(scores: Mapping[str, NDArray[np.float64]], is_member: NDArray[
                   fprs: tuple[float, ...] = VERDICT_FPRS, seed: int = 0) -> HeldOutTest:
     """Choose the strongest (attack, FPR) on one half of the records, test it on the other."""
     m = np.asarray(is_member, dtype=np.bool_)
+    if min(int(m.sum()), int((~m).sum())) < 2:  # nothing to split: no test, only what would allow one
+        n1, n0 = int(m.sum()), int((~m).sum())
+        return HeldOutTest(status="unresolved", attack=None, fpr=None, threshold=None, confidence=confidence,
+                           margin=margin, selection_members=0, selection_nonmembers=0, members=n1, nonmembers=n0,
+                           true_positives=0, false_positives=0, tpr_lower=0.0, fpr_upper=1.0, ratio_lower=0.0,
+                           epsilon_lower_bound=0.0, resolved_fprs=(), min_resolved_fpr=min_resolved_fpr,
+                           holdout_needed=holdout_needed(min_resolved_fpr, margin=margin, confidence=confidence))
     selected = metrics.selection_mask(m, 0.5, np.random.default_rng([_SPLIT_STREAM, seed]))
     sel_m, ev_m = m[selected], m[~selected]
     n1_s, n0_s, n1_e, n0_e = int(sel_m.sum()), int((~sel_m).sum()), int(ev_m.sum()), int((~ev_m).sum())
