@@ -58,8 +58,8 @@ def _table_width(console: Console, table: Table) -> int | None:
 
 LEGEND = ("[dim]TPR@x%FPR: share of training records an attack flags while wrongly flagging x% of holdout records; "
           "n/a: too few holdout records to measure that FPR.\n"
-          "eps lower bound / max: the DP epsilon the attack proves at 95% confidence / the most this sample could "
-          "prove.  * the attack the verdict chose on half the records and judged on the other half.[/dim]")
+          "eps lower bound / max: the DP epsilon each attack alone proves at 95% confidence, either error "
+          "direction / the most this sample could prove.  * the attack the verdict chose on half the records and judged on the other half.[/dim]")
 
 
 def _pct(v: float | None) -> str:
