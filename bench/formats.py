@@ -37,7 +37,7 @@ import numpy as np
 
 BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH))
-from _common import FPR_LABELS, LoadSampler, fmt, header, now_utc, pct, roc_summary, stopwatch, table  # noqa: E402
+from _common import LoadSampler, fmt, header, now_utc, pct, roc_summary, stopwatch, table  # noqa: E402
 from membership import capture_scores, halves  # noqa: E402
 
 CONFIGS = {
@@ -54,6 +54,23 @@ XGB_MILD = {"objective": "multi:softprob", "max_depth": 3, "eta": 0.1, "subsampl
             "tree_method": "hist"}
 LGB_PARAMS = {"objective": "multiclass", "num_leaves": 31, "learning_rate": 0.1, "verbosity": -1, "deterministic": True,
               "num_threads": 1}
+
+
+def evaluation_split(seed: int) -> tuple[Any, ...]:
+    """The benchmark task and its halves: ART fits on the first halves, every method is scored on the second."""
+    from privaudit.datasets import purchase_like
+
+    split = purchase_like(CFG["n_records"], n_features=CFG["n_features"], n_classes=CFG["n_classes"], flip=CFG["flip"],
+                          seed=seed)
+    n_tr, n_ho = len(split.y_train), len(split.y_holdout)
+    rng = np.random.default_rng([seed, 2024])
+    fit_tr, ev_tr = halves(n_tr, rng)
+    fit_ho, ev_ho = halves(n_ho, rng)
+    eval_idx = np.r_[ev_tr, n_tr + ev_ho]
+    eval_member = np.r_[np.ones(len(ev_tr), bool), np.zeros(len(ev_ho), bool)]
+    X_eval = np.vstack([split.X_train[ev_tr], split.X_holdout[ev_ho]])
+    y_eval = np.r_[split.y_train[ev_tr], split.y_holdout[ev_ho]]
+    return split, n_tr, n_ho, fit_tr, ev_tr, fit_ho, ev_ho, eval_idx, eval_member, X_eval, y_eval
 
 
 def _mlp(n_features: int, n_classes: int, hidden: int) -> Any:
@@ -150,19 +167,8 @@ def run(seed: int, work: Path) -> dict[str, Any]:
     import xgboost as xgb
     from art.estimators.classification import PyTorchClassifier, XGBoostClassifier
 
-    from privaudit.datasets import purchase_like
-
     torch.set_num_threads(1)
-    split = purchase_like(CFG["n_records"], n_features=CFG["n_features"], n_classes=CFG["n_classes"], flip=CFG["flip"],
-                          seed=seed)
-    n_tr, n_ho = len(split.y_train), len(split.y_holdout)
-    rng = np.random.default_rng([seed, 2024])
-    fit_tr, ev_tr = halves(n_tr, rng)
-    fit_ho, ev_ho = halves(n_ho, rng)
-    eval_idx = np.r_[ev_tr, n_tr + ev_ho]
-    eval_member = np.r_[np.ones(len(ev_tr), bool), np.zeros(len(ev_ho), bool)]
-    X_eval = np.vstack([split.X_train[ev_tr], split.X_holdout[ev_ho]])
-    y_eval = np.r_[split.y_train[ev_tr], split.y_holdout[ev_ho]]
+    split, n_tr, n_ho, fit_tr, ev_tr, fit_ho, ev_ho, eval_idx, eval_member, X_eval, y_eval = evaluation_split(seed)
     res: dict[str, Any] = {"seed": seed, "n_train": n_tr, "n_holdout": n_ho, "n_eval": [len(ev_tr), len(ev_ho)]}
 
     # 1. The torch MLP target and its files.
@@ -223,18 +229,7 @@ def run_xgb_mild(seed: int, work: Path) -> dict[str, Any]:
     import xgboost as xgb
     from art.estimators.classification import XGBoostClassifier
 
-    from privaudit.datasets import purchase_like
-
-    split = purchase_like(CFG["n_records"], n_features=CFG["n_features"], n_classes=CFG["n_classes"], flip=CFG["flip"],
-                          seed=seed)
-    n_tr, n_ho = len(split.y_train), len(split.y_holdout)
-    rng = np.random.default_rng([seed, 2024])
-    fit_tr, ev_tr = halves(n_tr, rng)
-    fit_ho, ev_ho = halves(n_ho, rng)
-    eval_idx = np.r_[ev_tr, n_tr + ev_ho]
-    eval_member = np.r_[np.ones(len(ev_tr), bool), np.zeros(len(ev_ho), bool)]
-    X_eval = np.vstack([split.X_train[ev_tr], split.X_holdout[ev_ho]])
-    y_eval = np.r_[split.y_train[ev_tr], split.y_holdout[ev_ho]]
+    split, n_tr, n_ho, fit_tr, ev_tr, fit_ho, ev_ho, eval_idx, eval_member, X_eval, y_eval = evaluation_split(seed)
     booster = xgb.train({**XGB_MILD, "num_class": CFG["n_classes"], "seed": seed, "nthread": 1},
                         xgb.DMatrix(split.X_train, label=split.y_train), num_boost_round=CFG["xgb_rounds"])
     booster.save_model(str(work / "mild.ubj"))

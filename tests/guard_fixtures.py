@@ -11,7 +11,7 @@ import json
 import socket
 import subprocess
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import AbstractContextManager, asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,16 +19,18 @@ from typing import Any
 
 import httpx
 import jwt
+import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from privaudit.guard.config import GuardConfig, parse_config
 from privaudit.guard.events import Level, QueryEvent, Verdict
 from privaudit.guard.identity import add_key
-from servers import free_port, serve
+from servers import Recorder, free_port, iris_app, serve
 from tests.conftest import require_program
 
 CLASSES = ["setosa", "versicolor", "virginica"]
+FEATURES = ["sepal_length", "sepal_width", "petal_length", "petal_width"]
 ISSUER, AUDIENCE, KID = "https://issuer.test", "privaudit-guard", "test-key-1"
 
 
@@ -175,3 +177,20 @@ def post(client: httpx.Client | httpx.AsyncClient, key: str | None, n: int = 1, 
          **headers: str) -> Any:
     hdrs = {**({"X-API-Key": key} if key else {}), **{k.replace("_", "-"): v for k, v in headers.items()}}
     return client.post(path, json={"instances": rows(n)}, headers=hdrs)
+
+
+@pytest.fixture(scope="module")
+def model() -> Any:
+    """The upstream's model: a logistic regression on iris (import the fixture into a test module)."""
+    from sklearn.datasets import load_iris
+    from sklearn.linear_model import LogisticRegression
+
+    X, y = load_iris(return_X_y=True)
+    return LogisticRegression(max_iter=2000).fit(X, y)
+
+
+@pytest.fixture(scope="module")
+def upstream(model: Any) -> Iterator[str]:
+    """A KServe-style server for ``model`` on 127.0.0.1, for the module's tests."""
+    with serve(iris_app(model, FEATURES, CLASSES, Recorder())) as base:
+        yield base

@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import os
 import socket
 import threading
 import time
@@ -29,16 +28,13 @@ import pytest
 import uvicorn
 
 import traffic as T
-from guard_fixtures import FakeMonitor, free_port, guard_config, make_keys, post, rows
+from guard_fixtures import FakeMonitor, free_port, guard_config, make_keys, post, rows, model, upstream  # noqa: F401 (fixtures)
 from privaudit.guard.app import build_app
 from privaudit.guard.monitoring import Monitor, build_monitor
 from privaudit.guard.querylog import PROJECTION_CACHE_BYTES, Featurizer
 from privaudit.guard.server import RedactingFilter, http_protocol, serve_metrics
-from servers import Recorder, iris_app, serve
 
 KEY_ENV = "PRIVAUDIT_TEST_LOG_KEY"
-FEATURES = ["sepal_length", "sepal_width", "petal_length", "petal_width"]
-CLASSES = ["setosa", "versicolor", "virginica"]
 ALL = {"prada": {}, "fingerprint": {}, "knn": {}, "manifold": {}, "rotation": {}, "boundary": {}, "volume": {}}
 LEVELS = ["log", "degrade", "throttle", "block"]
 SECRET = "s3cretpw9"
@@ -52,21 +48,6 @@ def _key(monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.fixture(scope="module")
 def target() -> T.Target:
     return T.Target(0)
-
-
-@pytest.fixture(scope="module")
-def model() -> Any:
-    from sklearn.datasets import load_iris
-    from sklearn.linear_model import LogisticRegression
-
-    X, y = load_iris(return_X_y=True)
-    return LogisticRegression(max_iter=2000).fit(X, y)
-
-
-@pytest.fixture(scope="module")
-def upstream(model: Any) -> Iterator[str]:
-    with serve(iris_app(model, FEATURES, CLASSES, Recorder())) as base:
-        yield base
 
 
 @pytest.fixture

@@ -16,7 +16,7 @@ import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -28,8 +28,8 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from guard_fixtures import (AUDIENCE, CLASSES, ISSUER, KID, FakeMonitor, RedisServer, Signer, forged,
-                            free_port, guard_config, lifespan, make_keys, post, rows, serve_guard)
+from guard_fixtures import (AUDIENCE, CLASSES, ISSUER, KID, FakeMonitor, RedisServer, Signer, FEATURES, forged,  # noqa: F401
+                            free_port, guard_config, lifespan, make_keys, model, post, rows, serve_guard, upstream)
 from privaudit.errors import ConfigError
 from privaudit.guard.app import GuardMiddleware, build_app
 from privaudit.guard.cli import guard_app
@@ -39,23 +39,8 @@ from privaudit.guard.identity import AuthError, KeyStore
 from privaudit.target import OutputMode
 from servers import Recorder, iris_app, serve
 
-FEATURES = ["sepal_length", "sepal_width", "petal_length", "petal_width"]
+
 LIMIT_HEADERS = {"retry-after", "ratelimit-limit", "ratelimit-remaining", "ratelimit-reset", "ratelimit-policy"}
-
-
-@pytest.fixture(scope="module")
-def model() -> Any:
-    from sklearn.datasets import load_iris
-    from sklearn.linear_model import LogisticRegression
-
-    X, y = load_iris(return_X_y=True)
-    return LogisticRegression(max_iter=2000).fit(X, y)
-
-
-@pytest.fixture(scope="module")
-def upstream(model: Any) -> Iterator[str]:
-    with serve(iris_app(model, FEATURES, CLASSES, Recorder())) as base:
-        yield base
 
 
 @pytest.fixture(scope="module")
