@@ -228,6 +228,37 @@ def test_text_is_still_refused_for_a_model_that_needs_numbers(tmp_path: Path) ->
         privaudit.audit(predict, train, holdout, label="label", attacks=["loss"], reference_models=0, cache_dir=False)
 
 
+
+def test_text_is_refused_for_a_model_with_named_columns_but_no_encoder(tmp_path: Path) -> None:
+    # A forest fitted on a DataFrame has named columns, yet cannot read 'Oslo': a clean refusal, not a crash.
+    import pandas as pd
+    from sklearn.ensemble import RandomForestClassifier
+
+    import privaudit
+    from privaudit.errors import DataError
+
+    train, holdout, df = _text_frames(tmp_path)
+    codes = df.assign(city=pd.factorize(df["city"])[0].astype(float))
+    forest = RandomForestClassifier(10, random_state=0).fit(codes.drop(columns=["label"]), codes["label"])
+    with pytest.raises(DataError, match="'city' has text .*the model needs numbers"):
+        privaudit.audit(forest, train, holdout, label="label", attacks=["loss"], reference_models=0, cache_dir=False)
+
+
+def test_infinity_is_refused_even_for_models_that_take_missing_values(tmp_path: Path) -> None:
+    from sklearn.ensemble import RandomForestClassifier
+
+    import privaudit
+    from privaudit.errors import DataError
+
+    rng = np.random.default_rng(0)
+    X, y = rng.normal(size=(60, 3)), np.r_[np.zeros(30), np.ones(30)].astype(int)
+    forest = RandomForestClassifier(10, random_state=0).fit(X, y)  # its tags allow nan
+    X_bad = X[:30].copy()
+    X_bad[4, 0] = np.inf
+    with pytest.raises(DataError, match="infinite value"):
+        privaudit.audit(forest, (X_bad, y[:30]), (X[30:], y[30:]), attacks=["loss"], reference_models=0,
+                        cache_dir=False)
+
 # --- 10. docs that can work ------------------------------------------------------------------------
 
 

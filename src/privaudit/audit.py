@@ -31,7 +31,7 @@ from privaudit.report.schema import (FPR_KEYS, AttackReport, AttributeInferenceS
 from privaudit.rules import ControlsEvidence, Evidence, Policy, evaluate_all
 from privaudit.scoring import attack_report, dp_claim, membership_verdict, records_at_risk
 from privaudit.splitcheck import check_split
-from privaudit.textcolumns import accepts_frames, encode_text, refuse_text
+from privaudit.textcolumns import accepts_frames, encode_text, refuse_text, takes_text
 from privaudit.threads import thread_map
 from privaudit.target import OutputMode, apply_output_mode, detect_output_mode, to_probabilities
 
@@ -195,9 +195,12 @@ def audit(
                                       model=ModelOptions.of(model_options)))
     codec = None
     if tr.text or ho.text:  # only a model that encodes text itself (a Pipeline, named columns) takes it
+        raw = (tr, ho)
         if not (accepts_frames(loaded.estimator) and hasattr(loaded.target, "use_codec")):
-            refuse_text(tr, ho)
+            refuse_text(*raw)
         tr, ho, codec = encode_text(tr, ho)
+        if not takes_text(loaded.estimator, codec.frame(tr.X[:1])):  # named columns, but no encoder inside
+            refuse_text(*raw)
         loaded.target.use_codec(codec)  # type: ignore[attr-defined]
     est = loaded.estimator
     if est is not None:

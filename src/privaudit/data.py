@@ -334,10 +334,9 @@ def _load_data(source: Any, *, label: str | None = None, name: str = "data") -> 
 
 
 def check_missing(ds: Dataset, *, allow_nan: bool) -> None:
-    """Refuse nan/inf features when the model cannot take them, naming the first bad column."""
-    if allow_nan:
-        return
-    bad = ~np.isfinite(ds.X)
+    """Refuse infinite features always, and empty (nan) ones when the model cannot take them, naming the
+    first bad column. Models that accept missing values still cannot score infinity."""
+    bad = np.isinf(ds.X) if allow_nan else ~np.isfinite(ds.X)
     cols = np.flatnonzero(bad.any(axis=0))
     if len(cols) == 0:
         return

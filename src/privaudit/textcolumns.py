@@ -75,6 +75,15 @@ def encode_text(train: Dataset, holdout: Dataset) -> tuple[Dataset, Dataset, Fra
     return (replace(train, X=coded["train"], text=()), replace(holdout, X=coded["holdout"], text=()), codec)
 
 
+def takes_text(estimator: Any, frame: Any) -> bool:
+    """Whether the model scores one row with its text columns as read (it encodes them itself)."""
+    try:
+        estimator.predict(frame)
+    except (ValueError, TypeError):
+        return False
+    return True
+
+
 def refuse_text(*datasets: Dataset) -> None:
     """The model needs numbers: refuse the first dataset with text columns, in its own words."""
     for ds in datasets:
