@@ -169,7 +169,7 @@ def build_context(model: Any, split: Any, k: int, seed: int, cache_dir: Path, jo
     from privaudit.attacks.membership.signals import probability_floor
     from privaudit.audit import _recipe
     from privaudit.models import as_target
-    from privaudit.reference import ScoreCache, train_reference_models
+    from privaudit.audit.reference import ScoreCache, train_reference_models
     from privaudit.target import OutputMode, apply_output_mode, detect_output_mode, to_probabilities
 
     loaded = as_target(model)
@@ -271,7 +271,7 @@ def run_art(model: Any, split: Any, fit_tr: np.ndarray, fit_ho: np.ndarray, X_ev
 def bench_target(kind: str, seed: int, cfg: dict[str, Any], cache_root: Path, n_bootstrap: int) -> dict[str, Any]:
     from privaudit import audit
     from privaudit.audit import DEFAULT_ATTACKS
-    from privaudit.scoring import best_attack as _best
+    from privaudit.audit.scoring import best_attack as _best
 
     t = make_target(kind, seed, cfg)
     split, model = t["split"], t["model"]
@@ -395,7 +395,7 @@ def timing_study(model: Any, split: Any, seed: int, cache_root: Path) -> dict[st
     from privaudit.audit import _recipe
     from privaudit.models import as_target
     from privaudit.models.sklearn import SklearnTarget
-    from privaudit.reference import ScoreCache
+    from privaudit.audit.reference import ScoreCache
 
     A = importlib.import_module("privaudit.audit")
     acc: dict[str, float] = defaultdict(float)
@@ -423,7 +423,7 @@ def timing_study(model: Any, split: Any, seed: int, cache_root: Path) -> dict[st
         wrap(A, "run_attack", "attacks")
         wrap(A, "attack_report", "metrics, bootstrap and epsilon per attack")
         # Each what-if row is scored by whatif._row (the variants run in the attacks' threads).
-        wrap(importlib.import_module("privaudit.whatif"), "_row", "what-if table")
+        wrap(importlib.import_module("privaudit.audit.whatif"), "_row", "what-if table")
         shutil.rmtree(cache_a, ignore_errors=True)
         for label in ("first run, jobs=2, empty cache", "re-run, same cache"):
             acc.clear()
@@ -437,7 +437,7 @@ def timing_study(model: Any, split: Any, seed: int, cache_root: Path) -> dict[st
         for (owner, attr), fn in originals.items():
             setattr(owner, attr, fn)
     # Reference training alone, jobs=1, same recipe/data/seed, empty cache.
-    from privaudit.reference import train_reference_models
+    from privaudit.audit.reference import train_reference_models
 
     loaded = as_target(model)
     X = np.vstack([split.X_train, split.X_holdout]).astype(np.float64)

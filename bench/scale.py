@@ -29,8 +29,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import header, now_utc, table  # noqa: E402
 
 from privaudit import datasets  # noqa: E402
-from privaudit.backends import BackendOptions, make_backend  # noqa: E402
-from privaudit.reference import (ScoreCache, fit_and_score, in_masks, model_seed, recipe_from_estimator,  # noqa: E402
+from privaudit.audit.backends import BackendOptions, make_backend  # noqa: E402
+from privaudit.audit.reference import (ScoreCache, fit_and_score, in_masks, model_seed, recipe_from_estimator,  # noqa: E402
                                  train_reference_models)
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -89,7 +89,7 @@ def per_model_cost(recipe: Any, X: np.ndarray, y: np.ndarray, n_classes: int, re
 def ray_noop_cost(X: np.ndarray, y: np.ndarray, n_classes: int, n_tasks: int) -> float:
     """Seconds per task for tasks that do nothing, one at a time on one worker (after a warm-up)."""
     backend = make_backend("ray", BackendOptions(jobs=1))
-    from privaudit.backends import TrainingJob
+    from privaudit.audit.backends import TrainingJob
 
     masks = in_masks(y, n_tasks, SEED)
     job = TrainingJob(no_work, None, X, y, masks, tuple(range(n_tasks)), n_classes)

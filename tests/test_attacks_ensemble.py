@@ -9,7 +9,7 @@ from privaudit import metrics
 from privaudit.attacks.membership import AttackContext, registry, run_attack
 from privaudit.attacks.membership.ensemble import rank_mean
 from privaudit.attacks.membership.lira import MIN_RECORDS_PER_BIN, binned_moments, online_scores, spread_measurable
-from privaudit.reference import in_masks
+from privaudit.audit.reference import in_masks
 from privaudit.target import OutputMode
 
 

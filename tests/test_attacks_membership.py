@@ -86,7 +86,7 @@ def test_scores_do_not_depend_on_membership_labels(memorised: Case) -> None:
     # Swapping which rows are called train and holdout must give each row the same score: attacks
     # never see the membership labels.
     from privaudit.attacks.membership import AttackContext, run_attack
-    from privaudit.reference import recipe_from_estimator, train_reference_models
+    from privaudit.audit.reference import recipe_from_estimator, train_reference_models
     from privaudit.target import OutputMode
 
     X = np.vstack([memorised.train[0], memorised.holdout[0]])

@@ -11,10 +11,11 @@ import numpy as np
 import pytest
 
 import privaudit
-from privaudit import datasets, splitcheck
+from privaudit import datasets
+from privaudit.audit import splitcheck
 from tests.conftest import Case
 
-AUDIT = sys.modules["privaudit.audit"]  # `privaudit.audit` the attribute is the function
+AUDIT = sys.modules["privaudit.audit.stages.attacks"]  # the stage that runs the attacks
 
 
 def _count_attack_runs(monkeypatch: pytest.MonkeyPatch) -> list[str]:

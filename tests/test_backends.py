@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 import privaudit
-from privaudit.backends import BackendOptions, TrainingJob, make_backend, registry
+from privaudit.audit.backends import BackendOptions, TrainingJob, make_backend, registry
 from privaudit.errors import ConfigError
-from privaudit.reference import fit_and_score, in_masks, model_seed, recipe_from_estimator, train_reference_models
+from privaudit.audit.reference import fit_and_score, in_masks, model_seed, recipe_from_estimator, train_reference_models
 from tests.conftest import Case
 
 

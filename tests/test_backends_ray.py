@@ -17,8 +17,8 @@ import numpy as np
 import pytest
 
 import privaudit
-from privaudit.backends import BackendOptions, ReferenceTrainingError, make_backend
-from privaudit.reference import ScoreCache, recipe_from_trainer, train_reference_models
+from privaudit.audit.backends import BackendOptions, ReferenceTrainingError, make_backend
+from privaudit.audit.reference import ScoreCache, recipe_from_trainer, train_reference_models
 from tests.conftest import Case, forest_trainer
 
 pytestmark = pytest.mark.xdist_group("ray")  # one Ray instance per test process; keep these tests together
@@ -130,7 +130,7 @@ def test_a_failed_task_is_retried_and_gives_the_same_numbers(ray_session: Path, 
     on_ray = train_reference_models(flaky, X, y, 8, 4, seed=5, backend=make_backend("ray"))
     local = train_reference_models(steady, X, y, 8, 4, seed=5, jobs=1)
     failed_once = sorted(p.name for p in (ray_session / "fails-once").iterdir())
-    from privaudit.reference import model_seed
+    from privaudit.audit.reference import model_seed
 
     assert failed_once == sorted(str(model_seed(5, k)) for k in range(4))  # every model failed once ...
     np.testing.assert_array_equal(on_ray.probabilities, local.probabilities)  # ... and its retry trained it
@@ -144,7 +144,7 @@ def test_a_task_that_keeps_failing_is_reported_in_one_line(ray_session: Path, me
         train_reference_models(recipe, X, y, 8, 4, seed=0, backend=make_backend("ray", BackendOptions(jobs=1)))
     assert str(err.value) == ("reference model 0 failed on Ray after 3 attempts: "
                               "ValueError: the trainer cannot fit this data")
-    from privaudit.reference import model_seed
+    from privaudit.audit.reference import model_seed
 
     attempts = (ray_session / "always-fails" / str(model_seed(0, 0))).read_text().splitlines()
     assert len(attempts) == 3  # the first try and two retries
@@ -176,7 +176,7 @@ def test_declared_resources_reach_the_task(ray_session: Path, memorised: Case) -
     X, y = _pool(memorised)
     recipe = recipe_from_trainer("tests.test_backends_ray:resources_trainer", target_fingerprint="t")
     train_reference_models(recipe, X, y, 8, 2, seed=0, backend=make_backend("ray", BackendOptions(cpus=2)))
-    from privaudit.reference import model_seed
+    from privaudit.audit.reference import model_seed
 
     for k in range(2):
         assigned = json.loads((ray_session / "resources" / str(model_seed(0, k))).read_text())

@@ -1,4 +1,4 @@
-"""The audit's reading of guard.yaml (privaudit.controls) and the guard's own (privaudit.guard.config)
+"""The audit's reading of guard.yaml (privaudit.ci.controls) and the guard's own (privaudit.guard.config)
 agree on rate strings: one function reads them for both, and the guard's runtime library accepts
 everything that function accepts, with the same windows."""
 
@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from privaudit.controls import WINDOW_SECONDS, Rate, parse_guard_config, parse_rates
+from privaudit.ci.controls import WINDOW_SECONDS, Rate, parse_guard_config, parse_rates
 from privaudit.errors import ConfigError
 
 GOOD = [

@@ -15,8 +15,8 @@ import pytest
 import skops.io as sio
 
 import privaudit
-from privaudit import gate
-from privaudit.baseline import apply_baseline, compare, load_baseline
+from privaudit.ci import gate
+from privaudit.ci.baseline import apply_baseline, compare, load_baseline
 from privaudit.errors import ConfigError
 from privaudit.findings import Finding, Severity
 from privaudit.report.schema import OperatingPointInfo, Regression, Report

@@ -407,9 +407,9 @@ def test_slow_clients_are_cut_off(tmp_path: Path, upstream: str, keys: dict[str,
 # --- 9. the analysis cache ---------------------------------------------------------------------------------------
 
 def test_a_tampered_cache_entry_is_recomputed_with_a_warning(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    from privaudit.analysis_cache import AnalysisCache
+    from privaudit.audit.analysis_cache import AnalysisCache
     from privaudit.attacks.membership import AttackResult
-    from privaudit.reference import ScoreCache
+    from privaudit.audit.reference import ScoreCache
     from privaudit.report.schema import AttackReport
 
     report = AttackReport(name="rmia", auc=0.9, tpr_at_fpr={}, tpr_at_fpr_detail={}, advantage=0.5, ppv=None,
@@ -480,7 +480,7 @@ def test_the_upstream_pool_reads_chunked_answers_and_survives_a_server_closing_i
 
 
 def test_the_audit_does_not_count_calibration_data_as_a_detector() -> None:
-    from privaudit.controls import parse_guard_config
+    from privaudit.ci.controls import parse_guard_config
 
     only = parse_guard_config({"detectors": {"calibration_data": "x.csv"}}, "guard.yaml")
     both = parse_guard_config({"detectors": {"calibration_data": "x.csv", "knn": {}}}, "guard.yaml")

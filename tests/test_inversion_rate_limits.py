@@ -23,7 +23,7 @@ def one_record_at_a_time(queries: int, rates: tuple[tuple[int, float], ...]) -> 
 
 
 def test_rate_strings_are_read_as_the_guard_reads_them() -> None:
-    # The string goes through privaudit.controls.parse_rates, the guard's own reader.
+    # The string goes through privaudit.ci.controls.parse_rates, the guard's own reader.
     assert seconds_at_limit(500, GUARD_LIKE) == seconds_at_limit(500, [(20, 1.0), (120, 60.0), (20000, 86400.0)])
     assert seconds_at_limit(31, "10 per second, 100/2 minutes|1000/day") == 3.0
     assert seconds_at_limit(101, "10 per second, 100/2 minutes|1000/day") == 120.0

@@ -13,11 +13,11 @@ import pytest
 import skops.io as sio
 
 import privaudit
-from privaudit import gate
-from privaudit.controls import load_controls, parse_guard_config
+from privaudit.ci import gate
+from privaudit.ci.controls import load_controls, parse_guard_config
 from privaudit.errors import ConfigError
 from privaudit.findings import CheckStatus, Severity
-from privaudit.policy import Suppression, apply_suppressions, find_policy_file, load_settings
+from privaudit.ci.policy import Suppression, apply_suppressions, find_policy_file, load_settings
 from privaudit.report.schema import Report
 from privaudit.rules import Policy
 from tests.conftest import Run, write_readmission

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from privaudit.reference import ScoreCache, in_masks, recipe_from_estimator, train_reference_models
+from privaudit.audit.reference import ScoreCache, in_masks, recipe_from_estimator, train_reference_models
 
 
 def _data(seed: int = 0) -> tuple[np.ndarray, np.ndarray]:

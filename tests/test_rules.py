@@ -11,7 +11,7 @@ import pytest
 
 import privaudit
 from privaudit import datasets
-from privaudit.controls import parse_guard_config
+from privaudit.ci.controls import parse_guard_config
 from privaudit.findings import CheckStatus, Finding, Severity
 from privaudit.report.schema import DPClaim, MembershipVerdict, Report
 from privaudit.rules import ControlsEvidence, Evidence, Policy, atlas_exf_001, atlas_exf_003, common, evaluate_all

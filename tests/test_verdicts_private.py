@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 import privaudit
-from privaudit import gate
+from privaudit.ci import gate
 from privaudit.findings import CheckStatus
 from privaudit.private_models import OutputPerturbedLogisticRegression
 

@@ -137,10 +137,10 @@ def audit(
     input error, 3 nothing auditable.
     """
     import privaudit
-    from privaudit import gate
-    from privaudit.baseline import apply_baseline, load_baseline
-    from privaudit.controls import load_controls
-    from privaudit.policy import apply_suppressions, display_path, load_settings
+    from privaudit.ci import gate
+    from privaudit.ci.baseline import apply_baseline, load_baseline
+    from privaudit.ci.controls import load_controls
+    from privaudit.ci.policy import apply_suppressions, display_path, load_settings
     from privaudit.report import WriteOptions
     from privaudit.report.console import RichReporter, render_summary
     from privaudit.report.findings_console import render_findings
@@ -206,9 +206,9 @@ def scan(
 
     Exit codes: 0 passed, 1 a failing finding at or above --fail-on or a regression, 2 a usage or input error.
     """
-    from privaudit import gate
-    from privaudit.baseline import apply_scan_baseline, load_scan_baseline
-    from privaudit.policy import apply_suppressions, display_path, load_settings
+    from privaudit.ci import gate
+    from privaudit.ci.baseline import apply_scan_baseline, load_scan_baseline
+    from privaudit.ci.policy import apply_suppressions, display_path, load_settings
     from privaudit.report import WriteOptions, writer_for
     from privaudit.report.scan_console import render_scan
     from privaudit.scan import AwsOptions, ScanConfig
@@ -360,7 +360,7 @@ def _switch_hint(args: list[str], message: str) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point: user errors become one line on stderr and exit code 2 (3: nothing auditable); the
-    audit command ends with the gate's code (see privaudit.gate)."""
+    audit command ends with the gate's code (see privaudit.ci.gate)."""
     global _ARGV
     args = list(sys.argv[1:] if argv is None else argv)
     _ARGV = args

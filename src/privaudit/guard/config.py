@@ -17,7 +17,7 @@ from typing import Annotated, Any, Literal, Optional, Union
 import httpx
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
-from privaudit.controls import parse_rates, read_guard_yaml
+from privaudit.ci.controls import parse_rates, read_guard_yaml
 from privaudit.errors import ConfigError
 from privaudit.guard.events import LEVELS
 
@@ -35,7 +35,7 @@ class _Strict(BaseModel):
 
 
 def _check_rates(value: str) -> str:
-    parse_rates(value)  # the grammar privaudit.controls reads too; its ValueError names the problem
+    parse_rates(value)  # the grammar privaudit.ci.controls reads too; its ValueError names the problem
     return value
 
 
@@ -133,7 +133,7 @@ class LimitsConfig(_Strict):
 
 
 class OutputPolicy(_Strict):
-    # Required, as privaudit.controls requires it: the audit reads the same file.
+    # Required, as privaudit.ci.controls requires it: the audit reads the same file.
     output: Literal["label", "top_k", "probabilities"]
     k: Optional[int] = Field(default=None, ge=1)
     round: Optional[int] = Field(default=None, ge=0, le=15)

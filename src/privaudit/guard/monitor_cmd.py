@@ -389,7 +389,7 @@ def monitor_command(
     from rich.console import Console
 
     from privaudit.fileio import atomic_write_text
-    from privaudit.gate import check_fail_on
+    from privaudit.ci.gate import check_fail_on
 
     level = check_fail_on(fail_on)
     for out in output:  # every format is checked before any work

@@ -1,8 +1,9 @@
 """Report model and writers. Writers render a :class:`Report`; they never see attack internals.
 
-Each writer module registers itself for one or more file suffixes with :func:`register_writer`;
-:func:`write_report` picks the writer from the output file's name (longest matching suffix wins,
-so ``.sarif.json`` is SARIF while other ``.json`` files are the JSON report).
+Each writer module registers itself for one or more file suffixes and report kinds ("audit", "scan",
+"monitor") with :func:`register_writer`; :func:`write_report` picks the writer from the report's kind
+and the output file's name (longest matching suffix wins, so ``.sarif.json`` is SARIF while other
+``.json`` files are the JSON report). Every command's reports go through here.
 """
 
 from __future__ import annotations
@@ -15,9 +16,11 @@ from pathlib import Path
 from typing import Any, Callable
 
 from privaudit.errors import ConfigError
+from privaudit.fileio import atomic_write_text
 from privaudit.report.schema import Report
 
-WRITER_MODULES = ("json", "sarif", "html", "markdown", "junit", "scan_html", "scan_markdown")
+WRITER_MODULES = ("json", "sarif", "html", "markdown", "junit", "scan_html", "scan_markdown", "monitor_markdown")
+KINDS = ("audit", "scan", "monitor")
 
 
 @dataclass(frozen=True)
@@ -30,31 +33,21 @@ class WriteOptions:
 
 
 Writer = Callable[[Any, WriteOptions], str]
-_WRITERS: dict[str, tuple[str, Writer]] = {}
-_SCAN_WRITERS: dict[str, tuple[str, Writer]] = {}  # writers of a ScanReport (privaudit scan)
+_WRITERS: dict[str, dict[str, tuple[str, Writer]]] = {kind: {} for kind in KINDS}
 
 
-def register_writer(name: str, *suffixes: str) -> Callable[[Writer], Writer]:
+def register_writer(name: str, *suffixes: str, kind: str = "audit") -> Callable[[Writer], Writer]:
+    """Register ``fn`` as the ``name`` writer of ``kind`` reports for files ending in ``suffixes``."""
     def deco(fn: Writer) -> Writer:
         for suffix in suffixes:
-            _WRITERS[suffix.lower()] = (name, fn)
-        return fn
-
-    return deco
-
-
-def register_scan_writer(name: str, *suffixes: str) -> Callable[[Writer], Writer]:
-    """Register a writer of :class:`~privaudit.report.scan_schema.ScanReport` for ``suffixes``."""
-    def deco(fn: Writer) -> Writer:
-        for suffix in suffixes:
-            _SCAN_WRITERS[suffix.lower()] = (name, fn)
+            _WRITERS[kind][suffix.lower()] = (name, fn)
         return fn
 
     return deco
 
 
 def report_kind(report: Any) -> str:
-    """"scan" for a ScanReport, "audit" for a Report."""
+    """"audit" for a Report, "scan" for a ScanReport, "monitor" for a MonitorReport."""
     return str(getattr(report, "report_kind", "audit"))
 
 
@@ -65,7 +58,7 @@ def writers(kind: str = "audit") -> dict[str, tuple[str, Writer]]:
         except ModuleNotFoundError as exc:  # a writer module not written yet must not break the others
             if exc.name != f"{__name__}.{module}":
                 raise
-    return dict(_SCAN_WRITERS if kind == "scan" else _WRITERS)
+    return dict(_WRITERS[kind])
 
 
 def writer_for(path: str, kind: str = "audit") -> tuple[str, Writer]:
@@ -110,10 +103,8 @@ def render(report: Any, path: str, options: WriteOptions | None = None) -> str:
 
 def write_report(report: Any, path: str, options: WriteOptions | None = None) -> None:
     """Render and write atomically: a failure leaves any existing file untouched."""
-    from privaudit.fileio import atomic_write_text
-
     atomic_write_text(path, render(report, path, options))
 
 
-__all__ = ["Report", "WriteOptions", "check_output", "register_scan_writer", "register_writer", "render", "report_kind",
+__all__ = ["KINDS", "Report", "WriteOptions", "check_output", "register_writer", "render", "report_kind",
            "write_report", "writer_for", "writers"]

@@ -12,7 +12,7 @@ import re
 import xml.etree.ElementTree as ET
 
 from privaudit.findings import Check, CheckStatus, Finding
-from privaudit.report import WriteOptions, register_scan_writer, register_writer
+from privaudit.report import WriteOptions, register_writer
 from privaudit.report.schema import Report
 
 # Characters XML 1.0 does not allow, even escaped; ElementTree would write them as they are.
@@ -81,7 +81,7 @@ def to_junit(report: Report) -> ET.Element:
 
 
 @register_writer("junit", ".xml")
-@register_scan_writer("junit", ".xml")
+@register_writer("junit", ".xml", kind="scan")
 def render(report: Report, options: WriteOptions) -> str:
     root = to_junit(report)
     ET.indent(root)

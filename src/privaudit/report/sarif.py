@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from privaudit.findings import SECURITY_SEVERITY, CheckStatus, Finding, Severity
-from privaudit.report import WriteOptions, register_scan_writer, register_writer
+from privaudit.report import WriteOptions, register_writer
 from privaudit.report.schema import Report
 
 SARIF_SCHEMA = "https://json.schemastore.org/sarif-2.1.0.json"
@@ -247,6 +247,27 @@ def render(report: Report, options: WriteOptions) -> str:
     return json.dumps(to_sarif(report, options), indent=2, ensure_ascii=False) + "\n"
 
 
-@register_scan_writer("sarif", ".sarif", ".sarif.json")
+@register_writer("sarif", ".sarif", ".sarif.json", kind="scan")
 def render_scan(report: Any, options: WriteOptions) -> str:
     return json.dumps(to_sarif_scan(report, options), indent=2, ensure_ascii=False) + "\n"
+
+
+def to_sarif_monitor(report: Any, options: WriteOptions | None = None) -> dict[str, Any]:
+    """SARIF for a MonitorReport (privaudit monitor): results point at the first log when it lies under the
+    working directory, else at ``--sarif-location`` or README.md."""
+    options = options or WriteOptions()
+    uri = options.sarif_location
+    if uri is None and report.sources:
+        rel = os.path.relpath(os.path.abspath(report.sources[0]), os.getcwd())
+        uri = Path(rel).as_posix() if not rel.startswith("..") and not os.path.isabs(rel) else None
+    where = [location(uri or DEFAULT_LOCATION)]
+    return build_log(report.findings, lambda _f: where, version=report.privaudit_version,
+                     automation_id=f"privaudit-monitor/{report.model_name}/",
+                     properties={"kind": report.kind, "modelName": report.model_name, "records": report.records,
+                                 "queriesPerSecond": report.throughput.queries_per_second,
+                                 "createdAt": report.created_at})
+
+
+@register_writer("sarif", ".sarif", ".sarif.json", kind="monitor")
+def render_monitor(report: Any, options: WriteOptions) -> str:
+    return json.dumps(to_sarif_monitor(report, options), indent=2, ensure_ascii=False) + "\n"

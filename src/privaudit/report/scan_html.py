@@ -7,7 +7,7 @@ from typing import Any
 import jinja2
 
 from privaudit.findings import CheckStatus
-from privaudit.report import WriteOptions, register_scan_writer
+from privaudit.report import WriteOptions, register_writer
 from privaudit.report.scan_graph_svg import svg
 
 TEMPLATE = "scan.html.j2"
@@ -35,6 +35,6 @@ def _environment() -> jinja2.Environment:
                               autoescape=jinja2.select_autoescape(["html", "j2"]), undefined=jinja2.StrictUndefined)
 
 
-@register_scan_writer("html", ".html", ".htm")
+@register_writer("html", ".html", ".htm", kind="scan")
 def render(report: Any, options: WriteOptions) -> str:
     return _environment().get_template(TEMPLATE).render(**build_context(report))

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from privaudit.report import WriteOptions, register_scan_writer
+from privaudit.report import WriteOptions, register_writer
 
 
 def _c(text: object) -> str:
     return " ".join(str(text).split()).replace("|", "\\|")
 
 
-@register_scan_writer("markdown", ".md", ".markdown")
+@register_writer("markdown", ".md", ".markdown", kind="scan")
 def render(report: Any, options: WriteOptions) -> str:
     failing = [f for f in report.findings if f.failed]
     lines = ["## privaudit scan", ""]

@@ -56,7 +56,7 @@ def _sensitivity(dep: Any, policy: Policy) -> tuple[str, str, str | None]:
 def inline_suppressions(deployments: Sequence[Any], rule_ids: Sequence[str]) -> list[Any]:
     """``# privaudit:skip=CHECK reason`` on any resource of a deployment, as policy suppressions.
     CHECK may be a check key (every rule), RULE/check, a full check id, or a rule id (the whole finding)."""
-    from privaudit.policy import Suppression
+    from privaudit.ci.policy import Suppression
 
     out = []
     for dep in deployments:
@@ -78,7 +78,7 @@ def inline_suppressions(deployments: Sequence[Any], rule_ids: Sequence[str]) -> 
 def scan(config: ScanConfig) -> Any:
     """Scan the configured paths (and AWS account); returns a ScanReport with inline suppressions applied."""
     from privaudit import __version__
-    from privaudit.policy import apply_suppressions
+    from privaudit.ci.policy import apply_suppressions
     from privaudit.report.scan_schema import DeploymentReport, GraphEdge, ScanProvenance, ScanReport
     from privaudit.rules import rules
     from privaudit.rules.deployment import DeploymentEvidence, evaluate_deployment

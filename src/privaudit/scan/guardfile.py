@@ -1,4 +1,4 @@
-"""privaudit's own ``guard.yaml``, read with the audit's loader (:mod:`privaudit.controls`).
+"""privaudit's own ``guard.yaml``, read with the audit's loader (:mod:`privaudit.ci.controls`).
 
 A guard fronts the deployment its ``upstream`` URL points at: the graph matches the URL's host or
 path against endpoint and service names.
@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from privaudit.controls import parse_guard_config
+from privaudit.ci.controls import parse_guard_config
 from privaudit.scan.model import Resource
 
 GUARD_KEYS = ("identity", "limits", "hardening", "detectors")

@@ -19,7 +19,7 @@ PARALLEL_FROM = 16  # .tf files; below this a process pool costs more than it sa
 
 
 def display(path: Path) -> str:
-    from privaudit.policy import display_path
+    from privaudit.ci.policy import display_path
 
     return display_path(path)
 

@@ -19,7 +19,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
 from privaudit.errors import ConfigError
 from privaudit.findings import CheckStatus, Finding
-from privaudit.gate import DEFAULT_FAIL_ON, FAIL_ON_LEVELS, check_fail_on
+from privaudit.ci.gate import DEFAULT_FAIL_ON, FAIL_ON_LEVELS, check_fail_on
+from privaudit.report.monitor_schema import MonitorReport
 from privaudit.report.scan_schema import ScanReport
 from privaudit.report.schema import Regression, Report
 from privaudit.rules import SENSITIVITIES, Policy
@@ -221,7 +222,7 @@ def _suppress_checks(finding: Finding, active: list[Suppression], used: set[str]
     return finding.model_copy(update=update)
 
 
-AnyReport = TypeVar("AnyReport", Report, ScanReport)
+AnyReport = TypeVar("AnyReport", Report, ScanReport, MonitorReport)
 
 
 def apply_suppressions(report: AnyReport, suppressions: typing.Sequence[Suppression],

@@ -8,7 +8,7 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 from numpy.typing import NDArray
 
-from privaudit.backends import BackendOptions, TrainingJob, register_backend
+from privaudit.audit.backends import BackendOptions, TrainingJob, register_backend
 from privaudit.errors import ConfigError
 
 

@@ -15,7 +15,7 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 from numpy.typing import NDArray
 
-from privaudit.backends import BackendOptions, ReferenceTrainingError, TrainingJob, register_backend
+from privaudit.audit.backends import BackendOptions, ReferenceTrainingError, TrainingJob, register_backend
 from privaudit.errors import ConfigError
 
 RETRIES = 2  # extra attempts per model after a failure (so 3 in all)

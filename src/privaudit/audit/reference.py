@@ -22,9 +22,9 @@ from typing import Any, Callable
 import numpy as np
 from numpy.typing import NDArray
 
-from privaudit.backends import Backend, TrainingJob
-from privaudit.backends.local import LocalBackend
-from privaudit.cache_hmac import cache_key, sign, verified
+from privaudit.audit.backends import Backend, TrainingJob
+from privaudit.audit.backends.local import LocalBackend
+from privaudit.audit.cache_hmac import cache_key, sign, verified
 from privaudit.errors import ConfigError
 from privaudit.fileio import atomic_write_npy, atomic_write_text
 

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence, TypeVar
 
 from pydantic import ValidationError
 
 from privaudit.errors import ConfigError
 from privaudit.findings import Finding
+from privaudit.report.monitor_schema import MONITOR_KIND, MONITOR_SCHEMA_VERSION, MonitorReport
 from privaudit.report.scan_schema import SCAN_SCHEMA_VERSION, ScanReport
 from privaudit.report.schema import SCHEMA_VERSION, AttackReport, Regression, Report
 
@@ -156,7 +157,37 @@ def load_scan_baseline(path: str | Path) -> ScanReport:
         raise ConfigError(f"{where}: not a valid scan report ({'.'.join(str(p) for p in err['loc'])}: {err['msg']})") from None
 
 
-def apply_scan_baseline(report: ScanReport, baseline: ScanReport) -> ScanReport:
-    """The scan report with regressions against an earlier scan: findings that fail now and did not."""
+def load_monitor_baseline(path: str | Path) -> MonitorReport:
+    """Read an earlier ``privaudit monitor`` JSON report; any problem is a one-line ConfigError."""
+    where = f"--baseline {path}"
+    data = _read_json(path, where)
+    if not isinstance(data, dict) or data.get("kind") != MONITOR_KIND:
+        raise ConfigError(f"{where}: not a privaudit monitor report (write one with privaudit monitor -o monitor.json)")
+    if data.get("schema_version") != MONITOR_SCHEMA_VERSION:
+        raise ConfigError(f"{where}: monitor schema_version {data.get('schema_version')!r}, this privaudit reads "
+                          f"{MONITOR_SCHEMA_VERSION}; regenerate the baseline")
+    try:
+        return MonitorReport.model_validate(data)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        raise ConfigError(f"{where}: not a valid monitor report ({'.'.join(str(p) for p in err['loc'])}: {err['msg']})") from None
+
+
+AnyFindings = TypeVar("AnyFindings", ScanReport, MonitorReport)
+
+
+def apply_scan_baseline(report: AnyFindings, baseline: AnyFindings) -> AnyFindings:
+    """A scan or monitor report with regressions against an earlier one: findings that fail now and did not."""
     found = finding_regressions(report.findings, baseline.findings)
     return report.model_copy(update={"regressions": [*report.regressions, *found]})
+
+
+LOADERS: dict[str, Callable[[str | Path], Any]] = {"audit": load_baseline, "scan": load_scan_baseline,
+                                                    "monitor": load_monitor_baseline}
+
+
+def with_baseline(report: Any, baseline: Any, source: str | Path) -> tuple[Any, str | None]:
+    """Any report kind with its regressions against ``baseline`` (of the same kind, from :data:`LOADERS`)."""
+    if isinstance(report, Report):
+        return apply_baseline(report, baseline, source)
+    return apply_scan_baseline(report, baseline), None

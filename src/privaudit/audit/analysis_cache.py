@@ -7,7 +7,7 @@ code. This cache keys those results by a hash of all of them, so any change to o
 model, other data, another seed or number of bootstrap resamples, an edited privaudit) misses.
 
 Attacks that send their own queries are never taken from here: their answers depend on the target
-beyond the outputs the key covers. Every entry is signed (privaudit.cache_hmac): an edited entry is
+beyond the outputs the key covers. Every entry is signed (privaudit.audit.cache_hmac): an edited entry is
 recomputed with a warning, never trusted.
 """
 
@@ -24,7 +24,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from privaudit.attacks.membership import AttackResult
-from privaudit.cache_hmac import cache_key, sign, verified
+from privaudit.audit.cache_hmac import cache_key, sign, verified
 from privaudit.fileio import atomic_write_npy, atomic_write_text
 from privaudit.report.schema import AttackReport, WhatIfRow
 
