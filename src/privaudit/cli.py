@@ -27,19 +27,12 @@ def _check_outputs(outputs: list[Path]) -> None:
         check_output(out)
 
 
-def _write_outputs(report: Any, outputs: list[Path], console: Console, options: Any = None) -> None:
-    from privaudit.report import write_report
+def _write_outputs(report: Any, outputs: list[Path], console: Console) -> None:
+    from privaudit.ci.conclude import write_all
+    from privaudit.report import WriteOptions
 
-    for out in outputs:
-        write_report(report, str(out), options)
-        console.print(f"wrote {escape(str(out))}", highlight=False)
-
-
-def _http_settings(**kwargs: Any) -> dict[str, Any]:
-    out = {k: v for k, v in kwargs.items() if v is not None}
-    if "classes" in out:
-        out["classes"] = [c.strip() for c in str(out["classes"]).split(",")]
-    return out
+    write_all(report, outputs, WriteOptions(), announce=lambda out: console.print(f"wrote {escape(str(out))}",
+                                                                                 highlight=False))
 
 
 @app.command()
@@ -137,49 +130,47 @@ def audit(
     input error, 3 nothing auditable.
     """
     import privaudit
-    from privaudit.ci import gate
-    from privaudit.ci.baseline import apply_baseline, load_baseline
+    from privaudit.audit import AuditConfig
+    from privaudit.ci.conclude import gate_result, judge, prepare_ci, write_all
     from privaudit.ci.controls import load_controls
-    from privaudit.ci.policy import apply_suppressions, display_path, load_settings
-    from privaudit.report import WriteOptions
     from privaudit.report.console import RichReporter, render_summary
     from privaudit.report.findings_console import render_findings
 
     # Every input is checked before the audit starts, so a usage error (2) never waits for, or hides
     # behind, the audit's own outcome (3, or the gate's 1).
-    settings = load_settings(policy, fail_on=fail_on, data_sensitivity=data_sensitivity, model_name=model_name)
-    _check_outputs(output)
-    controls = load_controls(guard_config) if guard_config is not None else None
-    base = load_baseline(baseline) if baseline is not None else None
-    http = _http_settings(protocol=protocol, classes=classes, batch_size=batch_size, concurrency=concurrency,
-                          auth_env=auth_env, auth_header=auth_header, max_queries=max_queries, rate=rate,
-                          retries=retries, timeout=timeout,
-                          input_field=input_field, output_field=output_field)
+    ci = prepare_ci("audit", policy=policy, outputs=output, baseline=baseline, fail_on=fail_on,
+                    sarif_location=sarif_location, include_records=include_records,
+                    data_sensitivity=data_sensitivity, model_name=model_name)
+    config = AuditConfig.build(
+        data={"train": train, "holdout": holdout, "label": label},
+        model={"source": model, "allow_pickle": allow_pickle, "trust": tuple(trust),
+               "http": {"protocol": protocol, "classes": classes, "batch_size": batch_size, "concurrency": concurrency,
+                        "auth_env": auth_env, "auth_header": auth_header, "max_queries": max_queries, "rate": rate,
+                        "retries": retries, "timeout": timeout, "input_field": input_field,
+                        "output_field": output_field},
+               "options": {"format": model_format, "onnx_input": onnx_input, "onnx_output": onnx_output,
+                           "device": device, "ref_epochs": ref_epochs, "ref_lr": ref_lr,
+                           "ref_batch_size": ref_batch_size}},
+        attacks={"names": attacks, "reference_models": reference_models, "trainer": trainer,
+                 "member_prior": member_prior, "n_bootstrap": bootstrap},
+        privacy={"epsilon": claimed_epsilon, "delta": delta},
+        inversion={"enabled": inversion, "image_shape": image_shape, "budget": inversion_budget, "sensitive": sensitive},
+        reports={"model_name": ci.settings.model_name, "include_records": include_records,
+                 "command_line": ("privaudit", *(_ARGV if _ARGV is not None else sys.argv[1:])),
+                 "policy": ci.settings.policy,
+                 "controls": load_controls(guard_config) if guard_config is not None else None},
+        cache={"enabled": not no_cache, "directory": cache_dir},
+        backend={"kind": backend, "jobs": jobs, "address": ray_address, "cpus": ref_cpus, "gpus": ref_gpus},
+        seed=seed)
     console = Console()
     with RichReporter() as ui:
-        report = privaudit.audit(
-            model, train, holdout, label=label, reference_models=reference_models,
-            attacks=[a.strip() for a in attacks.split(",")] if attacks else None, trainer=trainer, seed=seed,
-            jobs=jobs, claimed_epsilon=claimed_epsilon, delta=delta, allow_pickle=allow_pickle, trust=trust,
-            http=http, cache_dir=False if no_cache else cache_dir, member_prior=member_prior, reporter=ui,
-            n_bootstrap=bootstrap, model_name=settings.model_name, policy=settings.policy, controls=controls,
-            inversion=inversion, image_shape=_image_shape(image_shape), sensitive=sensitive,
-            inversion_budget=inversion_budget, include_records=include_records,
-            model_options=_model_options(model_format=model_format, onnx_input=onnx_input, onnx_output=onnx_output,
-                                         device=device, ref_epochs=ref_epochs, ref_lr=ref_lr,
-                                         ref_batch_size=ref_batch_size),
-            command_line=["privaudit", *(_ARGV if _ARGV is not None else sys.argv[1:])],
-            backend=backend, ray_address=ray_address, ref_cpus=ref_cpus, ref_gpus=ref_gpus)
-        report = apply_suppressions(report, settings.suppressions)
-        if base is not None:
-            report, skipped = apply_baseline(report, base, baseline or "")
-            if skipped:
-                ui.warn(skipped)
+        report, notes = judge(privaudit.audit(config=config, reporter=ui), ci)
+        for note in notes:
+            ui.warn(note)
     render_summary(report, console)
-    location = sarif_location or (display_path(settings.source) if settings.source is not None else "README.md")
-    _write_outputs(report, output, console, WriteOptions(sarif_location=location, include_records=include_records))
+    write_all(report, ci.outputs, ci.write, announce=lambda out: console.print(f"wrote {escape(str(out))}", highlight=False))
     render_findings(report, console)
-    result = gate.evaluate(report, settings.fail_on)
+    result = gate_result(report, ci)
     colour = "green" if result.passed else "bold red"
     console.print(f"[{colour}]{escape(result.message)}[/{colour}]", highlight=False)
     raise typer.Exit(result.code)
@@ -206,10 +197,7 @@ def scan(
 
     Exit codes: 0 passed, 1 a failing finding at or above --fail-on or a regression, 2 a usage or input error.
     """
-    from privaudit.ci import gate
-    from privaudit.ci.baseline import apply_scan_baseline, load_scan_baseline
-    from privaudit.ci.policy import apply_suppressions, display_path, load_settings
-    from privaudit.report import WriteOptions, writer_for
+    from privaudit.ci.conclude import gate_result, judge, prepare_ci, write_all
     from privaudit.report.scan_console import render_scan
     from privaudit.scan import AwsOptions, ScanConfig
     from privaudit.scan import scan as run_scan
@@ -218,22 +206,19 @@ def scan(
         raise ConfigError("scan: give at least one PATH (IaC files or folders) or --aws")
     if (aws_profile or aws_region or aws_endpoint_url) and not aws:
         raise ConfigError("--aws-profile, --aws-region and --aws-endpoint-url need --aws")
-    settings = load_settings(policy, fail_on=fail_on, data_sensitivity=data_sensitivity)
-    for out in output:
-        writer_for(str(out), "scan")
-    base = load_scan_baseline(baseline) if baseline is not None else None
+    ci = prepare_ci("scan", policy=policy, outputs=output, baseline=baseline, fail_on=fail_on,
+                    sarif_location=sarif_location, data_sensitivity=data_sensitivity)
     console = Console()
-    config = ScanConfig(paths=tuple(paths or ()), policy=settings.policy, reports_dir=reports, jobs=jobs,
+    config = ScanConfig(paths=tuple(paths or ()), policy=ci.settings.policy, reports_dir=reports, jobs=jobs,
                         aws=AwsOptions(profile=aws_profile, regions=tuple(aws_region), endpoint_url=aws_endpoint_url,
                                        show_progress=True) if aws else None,
                         command_line=("privaudit", *(_ARGV if _ARGV is not None else sys.argv[1:])))
-    report = apply_suppressions(run_scan(config), settings.suppressions)
-    if base is not None:
-        report = apply_scan_baseline(report, base)
+    report, notes = judge(run_scan(config), ci)
+    for note in notes:
+        console.print(f"warning: {escape(note)}", highlight=False)
     render_scan(report, console)
-    location = sarif_location or (display_path(settings.source) if settings.source is not None else "README.md")
-    _write_outputs(report, output, console, WriteOptions(sarif_location=location))
-    result = gate.evaluate(report, settings.fail_on)
+    write_all(report, ci.outputs, ci.write, announce=lambda out: console.print(f"wrote {escape(str(out))}", highlight=False))
+    result = gate_result(report, ci)
     colour = "green" if result.passed else "bold red"
     console.print(f"[{colour}]{result.message}[/{colour}]", highlight=False)
     raise typer.Exit(result.code)
@@ -260,28 +245,6 @@ def _register_guard() -> None:
 
 
 _register_guard()
-
-
-def _model_options(**kwargs: Any) -> dict[str, Any]:
-    out = {("format" if k == "model_format" else k): v for k, v in kwargs.items() if v is not None}
-    for key in ("ref_epochs", "ref_batch_size"):
-        if key in out and out[key] < 1:
-            raise ConfigError(f"--{key.replace('_', '-')} {out[key]}: must be 1 or more")
-    if "ref_lr" in out and not out["ref_lr"] > 0:
-        raise ConfigError(f"--ref-lr {out['ref_lr']}: must be above 0")
-    return out
-
-
-def _image_shape(text: str | None) -> tuple[int, ...] | None:
-    if text is None:
-        return None
-    try:
-        shape = tuple(int(p) for p in text.lower().split("x"))
-    except ValueError:
-        shape = ()
-    if len(shape) not in (2, 3) or min(shape) < 1:
-        raise ConfigError(f"--image-shape {text}: expected HxW or HxWxC with positive integers, e.g. 8x8")
-    return shape
 
 
 @app.command()

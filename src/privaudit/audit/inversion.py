@@ -1,6 +1,6 @@
 """The inversion part of an audit: MI-Face judged by an independent evaluator, and attribute inference.
 
-Kept apart from audit.py so the membership path stays readable; both functions return the report's
+Used by the sections stage (privaudit.audit.stages.sections); both section functions return the report's
 ``inversion`` / ``attribute_inference`` sections as plain dicts.
 """
 
@@ -11,6 +11,11 @@ from typing import Any, Sequence
 import numpy as np
 from numpy.typing import NDArray
 
+from privaudit.attacks.inversion import run_inversion
+from privaudit.attacks.inversion import to_report_dict as inversion_report
+from privaudit.attacks.inversion.attribute import attribute_inference
+from privaudit.attacks.inversion.attribute import to_report_dict as attribute_report
+from privaudit.attacks.inversion.evaluate import model_family, score, train_evaluator
 from privaudit.errors import ConfigError
 from privaudit.models import LoadedModel
 from privaudit.progress import Reporter
@@ -29,7 +34,6 @@ class InversionSetup:
         self._judge: Any = None
 
     def judge(self) -> Any:
-        from privaudit.attacks.inversion.evaluate import model_family, train_evaluator
 
         if self._judge is None:
             self._judge = train_evaluator(self.X_train, self.y_train, target_family=model_family(self.loaded.estimator),
@@ -43,8 +47,6 @@ def run_inversion_section(loaded: LoadedModel, X_train: NDArray[np.float64], y_t
                           classes_to_invert: Sequence[Any] | None, include_records: bool,
                           reporter: Reporter, setup: InversionSetup | None = None) -> dict[str, Any]:
     """MI-Face on every class (or the ones asked for), scored by a judge of another model family."""
-    from privaudit.attacks.inversion import run_inversion, to_report_dict
-    from privaudit.attacks.inversion.evaluate import score
 
     if image_shape is not None and int(np.prod(image_shape)) != X_train.shape[1]:
         raise ConfigError(f"--image-shape {'x'.join(map(str, image_shape))}: has {int(np.prod(image_shape))} pixels "
@@ -60,7 +62,7 @@ def run_inversion_section(loaded: LoadedModel, X_train: NDArray[np.float64], y_t
         scores = score(result, setup.judge(), X_train, y_train, X_holdout, y_holdout, image_shape=image_shape)
     # Reconstructions are the attack's own output, the evidence a reader needs to judge it; for images
     # they are always kept. Class means summarise real training records, so they need --include-records.
-    section = to_report_dict(result, scores, include_reconstructions=include_records or image_shape is not None)
+    section = inversion_report(result, scores, include_reconstructions=include_records or image_shape is not None)
     if image_shape is not None:
         section["image_shape"] = list(image_shape)
         if include_records and result.mode != "refused":
@@ -81,8 +83,6 @@ def inversion_what_if(loaded: LoadedModel, rows: Sequence[WhatIfRow], audited_mo
     A caller of a served model has no gradients, so every row is attacked black-box (the main
     inversion section may be white-box), with the same query budget and the same independent judge.
     """
-    from privaudit.attacks.inversion import run_inversion
-    from privaudit.attacks.inversion.evaluate import score
 
     setup = setup or InversionSetup(loaded, X_train, y_train, seed)
     bounds = setup.bounds
@@ -107,7 +107,6 @@ def run_attribute_section(loaded: LoadedModel, X_train: NDArray[np.float64], y_t
                           X_holdout: NDArray[np.float64], y_holdout: NDArray[Any], *, column: str,
                           feature_names: Sequence[str], seed: int, reporter: Reporter) -> dict[str, Any]:
     """Infer the sensitive column of every train and holdout record; compare with model-free baselines."""
-    from privaudit.attacks.inversion.attribute import attribute_inference, to_report_dict
 
     names = list(feature_names)
     if column not in names:
@@ -116,4 +115,4 @@ def run_attribute_section(loaded: LoadedModel, X_train: NDArray[np.float64], y_t
     reporter.info(f"Attribute inference on column '{column}'")
     result = attribute_inference(loaded.target, X_train, y_train, X_holdout, y_holdout, column=names.index(column),
                                  column_name=column, seed=seed)
-    return to_report_dict(result)
+    return attribute_report(result)

@@ -27,6 +27,9 @@ from privaudit.audit.backends.local import LocalBackend
 from privaudit.audit.cache_hmac import cache_key, sign, verified
 from privaudit.errors import ConfigError
 from privaudit.fileio import atomic_write_npy, atomic_write_text
+from privaudit.models import as_target
+from privaudit.models.pycallable import resolve
+from privaudit.target import detect_output_mode, softmax, to_probabilities
 
 CACHE_VERSION = "1"
 
@@ -76,7 +79,6 @@ def recipe_from_estimator(estimator: Any, *, target_fingerprint: str, feature_na
 
 def recipe_from_trainer(spec: str, *, target_fingerprint: str) -> Recipe:
     """A user function ``fn(X, y, seed) -> fitted model`` named as ``module:function``."""
-    from privaudit.models.pycallable import resolve
 
     fn = resolve(spec)
     if not callable(fn):
@@ -129,7 +131,6 @@ def model_seed(seed: int, index: int) -> int:
 
 def _probabilities(model: Any, X: Any, n_classes: int) -> NDArray[np.float64]:
     """A fitted model's outputs as full (n, C) probabilities, columns placed by its classes_."""
-    from privaudit.target import softmax
 
     n = len(X)
     out = np.zeros((n, n_classes))
@@ -158,8 +159,6 @@ def _native_probabilities(model: Any, X: NDArray[np.float64], n_classes: int) ->
         param = next(iter(model.parameters()), None)
         out = probabilities(model, np.asarray(X), str(param.device) if param is not None else "cpu")
     elif type(model).__name__ == "Booster" and type(model).__module__.split(".")[0] in ("xgboost", "lightgbm"):
-        from privaudit.models import as_target
-        from privaudit.target import detect_output_mode, to_probabilities
 
         raw = np.asarray(as_target(model).target.predict(np.asarray(X)))
         if raw.ndim == 1:  # a label-only objective: one-hot, as for any label-only reference model
@@ -196,7 +195,6 @@ def fit_and_score(recipe: Recipe, X: NDArray[np.float64], y: NDArray[np.int64], 
         if recipe.fitter is not None:
             return np.asarray(recipe.fitter.fit_score(X, y, mask, seed, n_classes), dtype=np.float64)
         if recipe.kind == "trainer":
-            from privaudit.models.pycallable import resolve
 
             assert recipe.trainer is not None
             model = resolve(recipe.trainer)(X[mask], y[mask], seed)

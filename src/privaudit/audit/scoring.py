@@ -9,8 +9,16 @@ from numpy.typing import NDArray
 
 from privaudit import metrics, verdict
 from privaudit.attacks.membership import AttackResult
-from privaudit.report.schema import (FPR_KEYS, AttackReport, ClassSlice, DPClaim, MembershipVerdict,
-                                     OperatingPointInfo, RocCurve, ScoreHistogram)
+from privaudit.report.schema import (
+    FPR_KEYS,
+    AttackReport,
+    ClassSlice,
+    DPClaim,
+    MembershipVerdict,
+    OperatingPointInfo,
+    RocCurve,
+    ScoreHistogram,
+)
 
 FPRS = tuple(float(k) for k in FPR_KEYS)
 

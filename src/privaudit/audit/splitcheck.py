@@ -14,6 +14,8 @@ from pathlib import Path
 import numpy as np
 from numpy.typing import NDArray
 
+from privaudit import metrics
+from privaudit.data import duplicate_rows
 from privaudit.fileio import atomic_write_text
 
 AUC_LIMIT = 0.6
@@ -77,9 +79,6 @@ def _measure(X_train: NDArray[np.float64], X_holdout: NDArray[np.float64], seed:
     from sklearn.ensemble import HistGradientBoostingClassifier
     from sklearn.model_selection import StratifiedKFold, cross_val_predict
     from threadpoolctl import threadpool_limits
-
-    from privaudit import metrics
-    from privaudit.data import duplicate_rows
 
     duplicates = duplicate_rows(X_train, X_holdout)
     rng = np.random.default_rng(seed)

@@ -60,10 +60,11 @@ def judge(report: Any, ci: CiOptions) -> tuple[Any, list[str]]:
     return report, notes
 
 
-def write_all(report: Any, ci: CiOptions, announce: Callable[[Path], None] = lambda _p: None) -> None:
+def write_all(report: Any, outputs: Sequence[Path], options: WriteOptions,
+              announce: Callable[[Path], None] = lambda _p: None) -> None:
     """Every requested output, each written atomically by the writer its name and the report's kind pick."""
-    for out in ci.outputs:
-        write_report(report, str(out), ci.write)
+    for out in outputs:
+        write_report(report, str(out), options)
         announce(out)
 
 

@@ -17,9 +17,9 @@ from typing import Annotated, Any, Literal, Optional, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator
 
+from privaudit.ci.gate import DEFAULT_FAIL_ON, FAIL_ON_LEVELS, check_fail_on
 from privaudit.errors import ConfigError
 from privaudit.findings import CheckStatus, Finding
-from privaudit.ci.gate import DEFAULT_FAIL_ON, FAIL_ON_LEVELS, check_fail_on
 from privaudit.report.monitor_schema import MonitorReport
 from privaudit.report.scan_schema import ScanReport
 from privaudit.report.schema import Regression, Report

@@ -12,6 +12,7 @@ from numpy.typing import NDArray
 
 from privaudit.errors import ModelLoadError
 from privaudit.models import LoadedModel, LoadOptions, register_loader
+from privaudit.models.sklearn import SklearnTarget, is_sklearn_like
 
 _SPEC = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
 
@@ -109,7 +110,6 @@ def load_callable(spec: str, options: LoadOptions) -> LoadedModel | None:
     if not _SPEC.match(spec) or spec.startswith(("http:", "https:")):
         return None
     obj = resolve(spec)
-    from privaudit.models.sklearn import SklearnTarget, is_sklearn_like
 
     if is_sklearn_like(obj):
         return LoadedModel(SklearnTarget(obj, spec), "sklearn", spec, estimator=obj)

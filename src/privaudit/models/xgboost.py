@@ -20,6 +20,7 @@ from numpy.typing import NDArray
 
 from privaudit.errors import ModelLoadError, UnsupportedModelError
 from privaudit.models import LoadedModel, LoadOptions, register_loader, wants
+from privaudit.target import softmax
 
 # Sections of save_config() that hold training parameters (the rest describe the fitted model).
 _PARAM_SECTIONS = (("gradient_booster", "tree_train_param"), ("gradient_booster", "gbtree_train_param"),
@@ -129,7 +130,6 @@ class XGBoostFitter:
             hot = np.zeros((len(X), n_classes))
             hot[np.arange(len(X)), out] = 1.0
             return hot
-        from privaudit.target import softmax
 
         return softmax(out) if params["objective"] == "binary:logitraw" else np.asarray(out, dtype=np.float64)
 

@@ -29,6 +29,7 @@ from privaudit.findings import CheckStatus, Finding, Severity
 from privaudit.report import WriteOptions, register_writer
 from privaudit.report.html_inversion import inversion_view
 from privaudit.report.schema import AttackReport, Report
+from privaudit.rules.examples import DP_TRAINING_EXAMPLES, FAMILY_EXAMPLES
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -366,7 +367,6 @@ _FAMILIES = {"sklearn": "sklearn", "skops": "sklearn", "pickle": "sklearn", "tor
 def remedies_for_family(blocks: list[dict[str, Any]], model_format: str) -> list[dict[str, Any]]:
     """Keep the code examples that fit the model's family: a scikit-learn model gets a scikit-learn
     remedy in place of PyTorch's DP-SGD. For a black box every example stays."""
-    from privaudit.rules.examples import DP_TRAINING_EXAMPLES, FAMILY_EXAMPLES
 
     family = _FAMILIES.get(model_format)
     if family is None:

@@ -18,6 +18,7 @@ from typing import Any, Callable, Sequence
 from privaudit.findings import SECURITY_SEVERITY, CheckStatus, Finding, Severity
 from privaudit.report import WriteOptions, register_writer
 from privaudit.report.schema import Report
+from privaudit.rules import mappings_for, rules
 
 SARIF_SCHEMA = "https://json.schemastore.org/sarif-2.1.0.json"
 SARIF_VERSION = "2.1.0"
@@ -92,8 +93,6 @@ def _rule_finding(report: Any, rule_id: str) -> Finding | None:
 
 
 def _descriptor(meta: Any, finding: Finding | None) -> dict[str, Any]:
-    from privaudit.rules import mappings_for
-
     mappings = finding.mappings if finding is not None else mappings_for(meta.id)
     severity = finding.severity if finding is not None and finding.status == "fail" else meta.base_severity
     text, markdown = _help(meta, mappings)
@@ -178,7 +177,6 @@ def build_log(findings: Sequence[Finding], locate: Callable[[Finding], list[dict
               automation_id: str, properties: dict[str, Any]) -> dict[str, Any]:
     """The one SARIF builder: rule descriptors from the rule registry, one result per failed finding
     at the locations ``locate`` gives (the first is primary, the rest related)."""
-    from privaudit.rules import rules
 
     metas = [meta for meta, _fn in rules().values()]
     index = {meta.id: i for i, meta in enumerate(metas)}

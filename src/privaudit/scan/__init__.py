@@ -14,7 +14,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
-from privaudit.rules import SENSITIVITIES, Policy
+from privaudit import __version__
+from privaudit.ci.policy import Suppression, apply_suppressions
+from privaudit.errors import NothingAuditable
+from privaudit.report.scan_schema import DeploymentReport, GraphEdge, ScanProvenance, ScanReport
+from privaudit.rules import SENSITIVITIES, Policy, rules
+from privaudit.rules.deployment import DeploymentEvidence, evaluate_deployment
+from privaudit.scan import graph, loader
+from privaudit.scan.checks import Context, run_checks
+from privaudit.scan.reports import ReportStore
 
 SENSITIVITY_TAGS = ("privaudit:data-sensitivity", "privacy:data-sensitivity", "privaudit.io/data-sensitivity",
                     "data-sensitivity", "data_sensitivity")
@@ -56,7 +64,6 @@ def _sensitivity(dep: Any, policy: Policy) -> tuple[str, str, str | None]:
 def inline_suppressions(deployments: Sequence[Any], rule_ids: Sequence[str]) -> list[Any]:
     """``# privaudit:skip=CHECK reason`` on any resource of a deployment, as policy suppressions.
     CHECK may be a check key (every rule), RULE/check, a full check id, or a rule id (the whole finding)."""
-    from privaudit.ci.policy import Suppression
 
     out = []
     for dep in deployments:
@@ -77,14 +84,6 @@ def inline_suppressions(deployments: Sequence[Any], rule_ids: Sequence[str]) -> 
 
 def scan(config: ScanConfig) -> Any:
     """Scan the configured paths (and AWS account); returns a ScanReport with inline suppressions applied."""
-    from privaudit import __version__
-    from privaudit.ci.policy import apply_suppressions
-    from privaudit.report.scan_schema import DeploymentReport, GraphEdge, ScanProvenance, ScanReport
-    from privaudit.rules import rules
-    from privaudit.rules.deployment import DeploymentEvidence, evaluate_deployment
-    from privaudit.scan import graph, loader
-    from privaudit.scan.checks import Context, run_checks
-    from privaudit.scan.reports import ReportStore
 
     start = time.perf_counter()
     resources, files = loader.load_resources(list(config.paths), config.jobs) if config.paths else ([], 0)
@@ -135,7 +134,6 @@ def scan(config: ScanConfig) -> Any:
         deployments=deps_out, findings=findings, warnings=warnings)
     unlisted = sorted(region for region, ops in denied.items() if "ListEndpoints" in ops)
     if unlisted and not deployments:
-        from privaudit.errors import NothingAuditable
 
         raise NothingAuditable(f"--aws: sagemaker:ListEndpoints was denied in {', '.join(unlisted)} and no deployment "
                                "was found elsewhere; grant the read-only policy in docs/scan.md")

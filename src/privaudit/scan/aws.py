@@ -14,6 +14,7 @@ from typing import Any, Callable
 
 from privaudit.errors import ConfigError
 from privaudit.scan.aws_kinds import terraform_resource
+from privaudit.scan.cloudformation import snake
 from privaudit.scan.model import Resource
 
 DENIED_CODES = {"AccessDenied", "AccessDeniedException", "UnauthorizedOperation", "UnauthorizedException",
@@ -192,8 +193,6 @@ def _http_apis(r: _Region) -> None:
 
 
 def _snake(value: Any) -> Any:
-    from privaudit.scan.cloudformation import snake
-
     if isinstance(value, list):
         return [_snake(v) for v in value]
     if isinstance(value, dict):

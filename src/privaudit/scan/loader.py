@@ -8,6 +8,7 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from privaudit.ci.policy import display_path
 from privaudit.errors import ConfigError
 from privaudit.scan import cloudformation, kubernetes, terraform
 from privaudit.scan.guardfile import is_guard_config, parse_guard
@@ -19,8 +20,6 @@ PARALLEL_FROM = 16  # .tf files; below this a process pool costs more than it sa
 
 
 def display(path: Path) -> str:
-    from privaudit.ci.policy import display_path
-
     return display_path(path)
 
 

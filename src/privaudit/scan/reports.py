@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from privaudit.errors import ConfigError
+from privaudit.report.schema import Report
 from privaudit.scan.checks.tested import REPORT_TAGS
 from privaudit.scan.graph import Deployment
 
@@ -22,7 +23,6 @@ class ReportStore:
             return
         if not directory.is_dir():
             raise ConfigError(f"--reports {directory}: not a directory")
-        from privaudit.report.schema import Report
 
         for path in sorted(directory.rglob("*.json")):
             try:
@@ -51,7 +51,6 @@ class ReportStore:
             base = Path(dep.endpoint.file).parent if dep.endpoint.file else Path(".")
             candidate = base / tag
             if candidate.is_file():
-                from privaudit.report.schema import Report
 
                 try:
                     return Report.model_validate_json(candidate.read_text(encoding="utf-8")), str(candidate), None

@@ -27,6 +27,8 @@ from privaudit.attacks.inversion.miface import (
     white_box_oracle,
 )
 from privaudit.errors import ConfigError
+from privaudit.models import LoadedModel, as_target
+from privaudit.models.pycallable import CallableTarget
 from privaudit.progress import Reporter
 from privaudit.target import OutputMode, Target, detect_output_mode, to_probabilities
 
@@ -102,7 +104,6 @@ def _is_target(obj: Any) -> bool:
 
 def _torch_target(module: Any, n_classes: int) -> Target:
     """A probability-returning Target around a torch module (logits are softmaxed)."""
-    from privaudit.models.pycallable import CallableTarget
 
     torch = sys.modules["torch"]
 
@@ -121,7 +122,6 @@ def _torch_target(module: Any, n_classes: int) -> Target:
 
 def _resolve(target: Any, model: Any, n_classes: int) -> tuple[Target, Any]:
     """(queryable target, object to differentiate) from whatever the caller handed us."""
-    from privaudit.models import LoadedModel, as_target
 
     if isinstance(target, LoadedModel):
         return target.target, model if model is not None else target.estimator

@@ -28,6 +28,7 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from privaudit.errors import ConfigError, DataError
+from privaudit.models import LoadedModel, as_target
 from privaudit.target import OutputMode, Target, detect_output_mode, to_probabilities
 
 __all__ = [
@@ -275,8 +276,6 @@ def _model_free(other_tr: FloatArray, other_ho: FloatArray, ytr_1h: FloatArray, 
 
 
 def _resolve(target: Any) -> Target:
-    from privaudit.models import LoadedModel, as_target
-
     if isinstance(target, LoadedModel):
         return target.target
     kind = type(target)

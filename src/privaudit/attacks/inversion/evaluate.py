@@ -30,6 +30,7 @@ from numpy.typing import NDArray
 from threadpoolctl import threadpool_limits
 
 from privaudit.attacks.inversion import InversionResult
+from privaudit.ci.controls import parse_rates
 
 EVALUATOR_RULE = {
     "kernel": "extra_trees",
@@ -233,7 +234,6 @@ def seconds_at_limit(queries: int, limits: str | Sequence[tuple[int, float]]) ->
     window, so a daily cap far above a per-minute one still counts once the attack is long enough.
     """
     if isinstance(limits, str):
-        from privaudit.ci.controls import parse_rates  # the one reader of rate strings, the guard's
 
         rates = tuple((r.amount, float(r.window_seconds)) for r in parse_rates(limits))
     else:

@@ -11,8 +11,15 @@ import numpy as np
 from numpy.typing import NDArray
 
 from privaudit.audit.config import AuditConfig, ModelConfig
-from privaudit.data import (Dataset, check_features_for_model, check_missing, check_same_columns, dataset_sha256,
-                            has_real_names, load_data)
+from privaudit.data import (
+    Dataset,
+    check_features_for_model,
+    check_missing,
+    check_same_columns,
+    dataset_sha256,
+    has_real_names,
+    load_data,
+)
 from privaudit.errors import DataError, QueryBudgetExceeded
 from privaudit.models import LoadedModel, LoadOptions, as_target, load_model
 from privaudit.textcolumns import FrameCodec, accepts_frames, encode_text, refuse_text, takes_text

@@ -11,9 +11,17 @@ import joblib
 from privaudit.attacks.membership import AttackSpec, registry
 from privaudit.audit.backends import Backend
 from privaudit.audit.config import DEFAULT_ATTACKS, AuditConfig
-from privaudit.audit.reference import (Recipe, ReferenceScores, ScoreCache, default_cache_dir, default_surrogate,
-                                       recipe_from_estimator, recipe_from_fitter, recipe_from_trainer,
-                                       train_reference_models)
+from privaudit.audit.reference import (
+    Recipe,
+    ReferenceScores,
+    ScoreCache,
+    default_cache_dir,
+    default_surrogate,
+    recipe_from_estimator,
+    recipe_from_fitter,
+    recipe_from_trainer,
+    train_reference_models,
+)
 from privaudit.audit.stages.load import Inputs
 from privaudit.audit.stages.query import Answers
 from privaudit.models import LoadedModel

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-
 from privaudit.audit import whatif
 from privaudit.audit.config import AuditConfig
 from privaudit.audit.inversion import InversionSetup, inversion_what_if, run_attribute_section, run_inversion_section
