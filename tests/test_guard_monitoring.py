@@ -541,3 +541,46 @@ def test_monitor_command_reports_probing(sim: Run, tmp_path: Path) -> None:
     # Bad inputs are one-line errors.
     bad = CliRunner().invoke(app, ["monitor", str(tmp_path / "missing.jsonl")])
     assert bad.exit_code != 0 and isinstance(bad.exception, ConfigError)
+
+
+def test_monitor_takes_the_audits_path_policy_baseline_gate(sim: Run, tmp_path: Path,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """Suppressions from the policy file, regressions against --baseline and the gate act on a monitor report
+    as on an audit's: the same privaudit.ci.conclude path."""
+    import typer
+    from typer.testing import CliRunner
+
+    from privaudit.guard.monitor_cmd import monitor_command
+
+    app = typer.Typer()
+    app.command("monitor")(monitor_command)
+    app.command("noop")(lambda: None)
+    monkeypatch.chdir(tmp_path)  # no policy file here unless the test writes one
+    run = CliRunner()
+    base = [str(sim.log_path), "--model-name", "digits"]
+    first = run.invoke(app, ["monitor", *base, "-o", "first.json", "--fail-on", "high"])
+    assert first.exit_code == 1, first.output  # probers answered and nothing limited them: HIGH
+    report = json.loads((tmp_path / "first.json").read_text())
+    assert "gate: FAILED" in first.output and report["regressions"] == []
+    failing = sorted(f["id"] for f in report["findings"] if f["status"] == "fail")
+    assert failing == ["ATLAS-EXF-001/digits", "ATLAS-EXF-003/digits"]
+    # The same log against itself: no regression, and below --fail-on critical it passes.
+    same = run.invoke(app, ["monitor", *base, "--baseline", "first.json", "--fail-on", "critical"])
+    assert same.exit_code == 0, same.output
+    # Against an earlier report in which nothing failed, each failing finding is a regression.
+    clean = dict(report, findings=[dict(f, status="pass") for f in report["findings"]])
+    (tmp_path / "clean.json").write_text(json.dumps(clean))
+    worse = run.invoke(app, ["monitor", *base, "--baseline", "clean.json", "--fail-on", "critical", "-o", "w.json"])
+    assert worse.exit_code == 1 and "2 regressions" in worse.output, worse.output
+    assert {r["id"] for r in json.loads((tmp_path / "w.json").read_text())["regressions"]} == set(failing)
+    # An audit report is not a monitor baseline.
+    (tmp_path / "audit.json").write_text(json.dumps({"schema_version": 1, "membership": {}, "findings": []}))
+    wrong = run.invoke(app, ["monitor", *base, "--baseline", "audit.json"])
+    assert wrong.exit_code != 0 and "not a privaudit monitor report" in str(wrong.exception)
+    # The policy file's suppressions (found in the working directory, as for audit and scan).
+    (tmp_path / "privaudit.toml").write_text("".join(
+        f'[[suppressions]]\nid = "{fid}"\nreason = "probing by our own red team"\nexpires = 2099-01-01\n'
+        for fid in failing))
+    accepted = run.invoke(app, ["monitor", *base, "--fail-on", "low", "-o", "s.json"])
+    assert accepted.exit_code == 0, accepted.output
+    assert all(f["suppressed"] for f in json.loads((tmp_path / "s.json").read_text())["findings"] if f["id"] in failing)
