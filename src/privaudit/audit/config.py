@@ -14,6 +14,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from privaudit.attacks.membership import registry
+from privaudit.audit.backends import registry as backend_registry
 from privaudit.errors import ConfigError
 from privaudit.models import ModelOptions
 from privaudit.rules import ControlsEvidence, Policy
@@ -179,11 +180,19 @@ class CacheConfig(_Group):
 class BackendConfig(_Group):
     """Where reference models train: local processes, or Ray (docs/scale.md)."""
 
-    kind: str = "local"  # checked against the registered backends by make_backend
+    kind: str = "local"
     jobs: int | None = None
     address: str | None = None
     cpus: float | None = None
     gpus: float | None = None
+
+    @field_validator("kind")
+    @classmethod
+    def _kind(cls, value: str) -> str:
+        known = backend_registry()
+        if value not in known:
+            raise ConfigError(f"--backend {value}: unknown backend; choose from {', '.join(sorted(known))}")
+        return value
 
     @field_validator("jobs")
     @classmethod

@@ -22,13 +22,14 @@ class RichReporter:
         self._tasks: dict[str, TaskID] = {}
 
     def __enter__(self) -> "RichReporter":
+        # Started at the first progress update: a run that fails while checking its inputs prints its
+        # one-line error and nothing else.
         self._progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                                   TimeElapsedColumn(), console=self.console, transient=False)
-        self._progress.start()
         return self
 
     def __exit__(self, *exc: Any) -> None:
-        if self._progress is not None:
+        if self._progress is not None and self._tasks:
             if exc and exc[0] is not None:
                 # A failing run ends with its one-line error only, not with the bars drawn so far.
                 self._progress.live.transient = True
@@ -43,6 +44,8 @@ class RichReporter:
     def progress(self, task: str, completed: int, total: int) -> None:
         if self._progress is None:
             return
+        if not self._tasks:
+            self._progress.start()
         if task not in self._tasks:
             self._tasks[task] = self._progress.add_task(task, total=total)
         self._progress.update(self._tasks[task], completed=completed, total=total)
