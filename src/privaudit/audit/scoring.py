@@ -26,8 +26,11 @@ FPRS = tuple(float(k) for k in FPR_KEYS)
 class Game(Protocol):
     """The audit game the scores are judged against: labels and true membership."""
 
-    y: NDArray[np.int64]
-    is_member: NDArray[np.bool_]
+    @property
+    def y(self) -> NDArray[np.int64]: ...
+
+    @property
+    def is_member(self) -> NDArray[np.bool_]: ...
 
 
 def attack_report(result: AttackResult, data: Game, classes: NDArray[Any], *, delta: float, prior: float,
@@ -52,7 +55,8 @@ def attack_report(result: AttackResult, data: Game, classes: NDArray[Any], *, de
         n_in, n_out = int((sel & m).sum()), int((sel & ~m).sum())
         auc = metrics.auc(s[sel], m[sel]) if n_in and n_out else None
         pt = metrics.tpr_at_fpr(s[sel], m[sel], 0.01) if n_in and n_out else None
-        per_class.append(ClassSlice(class_=str(classes[c]), records=int(sel.sum()), members=n_in, auc=auc,
+        per_class.append(ClassSlice(class_=str(classes[c]),  # type: ignore[call-arg]  # the field's alias is 'class'
+                                    records=int(sel.sum()), members=n_in, auc=auc,
                                     tpr_at_fpr={"0.01": None if pt is None else pt.tpr}))
     return AttackReport(
         name=result.name, auc=metrics.auc(s, m), tpr_at_fpr=tpr, tpr_at_fpr_detail=detail,

@@ -178,7 +178,7 @@ AnyFindings = TypeVar("AnyFindings", ScanReport, MonitorReport)
 
 def apply_scan_baseline(report: AnyFindings, baseline: AnyFindings) -> AnyFindings:
     """A scan or monitor report with regressions against an earlier one: findings that fail now and did not."""
-    found = finding_regressions(report.findings, baseline.findings)
+    found: list[Regression] = finding_regressions(report.findings, baseline.findings)
     return report.model_copy(update={"regressions": [*report.regressions, *found]})
 
 

@@ -47,7 +47,7 @@ def assemble_report(cfg: AuditConfig, inputs: Inputs, answers: Answers, refs: Re
 
 def with_findings(report: Report, cfg: AuditConfig) -> Report:
     """The same rules every evidence source goes through (privaudit.rules)."""
-    findings = evaluate_all(Evidence(model_name=report.model_name, report=report, policy=cfg.reports.policy,
+    findings = evaluate_all(Evidence(model_name=report.model_name or "model", report=report, policy=cfg.reports.policy,
                                      controls=cfg.reports.controls))
     return report.model_copy(update={"findings": findings})
 

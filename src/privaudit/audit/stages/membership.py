@@ -31,8 +31,8 @@ def judge_membership(inputs: Inputs, answers: Answers, run: AttackRun, refs: Ref
     order = np.array([i for i, _ in exposed], dtype=np.int64)
     # Keyed with the training data's own hash: the data owner can match rows, while someone holding a
     # candidate record but not the whole training set cannot test it against the report.
-    hashes = rows_sha256(inputs.train.X[order], salt=inputs.train_sha256.encode()) if len(order) else []
-    at_risk = [RecordRisk(index=i, risk=r, row_sha256=str(h)) for (i, r), h in zip(exposed, hashes)]
+    hashes = [str(h) for h in rows_sha256(inputs.train.X[order], salt=inputs.train_sha256.encode())] if len(order) else []
+    at_risk = [RecordRisk(index=i, risk=r, row_sha256=h) for (i, r), h in zip(exposed, hashes)]
     dp = None
     if cfg.privacy.epsilon is not None:
         dp = dp_claim(results, data, cfg.privacy.epsilon, cfg.privacy.delta, run.split.passed, seed)
