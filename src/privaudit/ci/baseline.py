@@ -141,36 +141,33 @@ def apply_baseline(report: Report, baseline: Report, source: str | Path = "basel
 
 
 
-def load_scan_baseline(path: str | Path) -> ScanReport:
-    """Read an earlier ``privaudit scan`` JSON report; any problem is a one-line ConfigError."""
+Loaded = TypeVar("Loaded", ScanReport, MonitorReport)
+
+
+def _load_kind(path: str | Path, model: type[Loaded], kind: tuple[str, str], version: int, name: str) -> Loaded:
+    """An earlier report of one kind (``kind``: the JSON key and value that mark it); any problem is one line."""
     where = f"--baseline {path}"
     data = _read_json(path, where)
-    if not isinstance(data, dict) or data.get("report_kind") != "scan":
-        raise ConfigError(f"{where}: not a privaudit scan report (write one with privaudit scan -o scan.json)")
-    if data.get("schema_version") != SCAN_SCHEMA_VERSION:
-        raise ConfigError(f"{where}: scan schema_version {data.get('schema_version')!r}, this privaudit reads "
-                          f"{SCAN_SCHEMA_VERSION}; regenerate the baseline")
+    if not isinstance(data, dict) or data.get(kind[0]) != kind[1]:
+        raise ConfigError(f"{where}: not a privaudit {name} report (write one with privaudit {name} -o {name}.json)")
+    if data.get("schema_version") != version:
+        raise ConfigError(f"{where}: {name} schema_version {data.get('schema_version')!r}, this privaudit reads "
+                          f"{version}; regenerate the baseline")
     try:
-        return ScanReport.model_validate(data)
+        return model.model_validate(data)
     except ValidationError as exc:
         err = exc.errors()[0]
-        raise ConfigError(f"{where}: not a valid scan report ({'.'.join(str(p) for p in err['loc'])}: {err['msg']})") from None
+        raise ConfigError(f"{where}: not a valid {name} report ({'.'.join(str(p) for p in err['loc'])}: {err['msg']})") from None
+
+
+def load_scan_baseline(path: str | Path) -> ScanReport:
+    """Read an earlier ``privaudit scan`` JSON report."""
+    return _load_kind(path, ScanReport, ("report_kind", "scan"), SCAN_SCHEMA_VERSION, "scan")
 
 
 def load_monitor_baseline(path: str | Path) -> MonitorReport:
-    """Read an earlier ``privaudit monitor`` JSON report; any problem is a one-line ConfigError."""
-    where = f"--baseline {path}"
-    data = _read_json(path, where)
-    if not isinstance(data, dict) or data.get("kind") != MONITOR_KIND:
-        raise ConfigError(f"{where}: not a privaudit monitor report (write one with privaudit monitor -o monitor.json)")
-    if data.get("schema_version") != MONITOR_SCHEMA_VERSION:
-        raise ConfigError(f"{where}: monitor schema_version {data.get('schema_version')!r}, this privaudit reads "
-                          f"{MONITOR_SCHEMA_VERSION}; regenerate the baseline")
-    try:
-        return MonitorReport.model_validate(data)
-    except ValidationError as exc:
-        err = exc.errors()[0]
-        raise ConfigError(f"{where}: not a valid monitor report ({'.'.join(str(p) for p in err['loc'])}: {err['msg']})") from None
+    """Read an earlier ``privaudit monitor`` JSON report."""
+    return _load_kind(path, MonitorReport, ("kind", MONITOR_KIND), MONITOR_SCHEMA_VERSION, "monitor")
 
 
 AnyFindings = TypeVar("AnyFindings", ScanReport, MonitorReport)
