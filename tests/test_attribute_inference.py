@@ -217,8 +217,8 @@ def test_report_dict_keys_are_exact(overfit_result: AttributeInferenceResult) ->
     d = to_report_dict(overfit_result)
     assert list(d) == ["column", "method", "queries", "seconds", "train", "holdout", "leakage"]
     for part in ("train", "holdout"):
-        assert list(d[part]) == ["accuracy", "baseline_accuracy", "advantage", "mcc", "g_mean"]
-        assert all(type(v) is float for v in d[part].values())
+        assert list(d[part]) == ["accuracy", "baseline_accuracy", "advantage", "mcc", "g_mean", "records", "wins", "losses"]
+        assert all(type(d[part][k]) is (int if k in ("records", "wins", "losses") else float) for k in d[part])
     assert d["column"] == "vkorc1" and d["queries"] == N_RECORDS * 3
     assert type(d["queries"]) is int and type(d["seconds"]) is float and type(d["leakage"]) is float
     json.dumps(d)
@@ -257,3 +257,39 @@ def test_mcc_by_hand() -> None:
     assert mcc([0, 1, 0, 1], [1, 0, 1, 0]) == pytest.approx(-1.0)
     assert mcc([0, 1, 2, 0], [0, 0, 0, 0]) == 0.0
     assert mcc([3, 3, 3], [3, 3, 3]) == 0.0  # one value everywhere: undefined, reported as 0, no warning
+
+
+# ---------------------------------------------------------------------------------------------
+# The rule's verdict on the section: a lower confidence bound, never a point estimate
+
+
+def _verdict(r: AttributeInferenceResult) -> Any:
+    from privaudit.rules import Policy
+    from privaudit.rules.atlas_exf_001 import attribute_check
+
+    return attribute_check(to_report_dict(r), "id", Policy())[1]
+
+
+def test_memorised_genotypes_fail_on_the_lower_bound(overfit_result: AttributeInferenceResult) -> None:
+    check = _verdict(overfit_result)
+    assert check.status.value == "FAIL"
+    assert 0.05 < check.data["leakage_lower_bound"] < overfit_result.leakage
+    d = to_report_dict(overfit_result)["train"]
+    assert d["wins"] - d["losses"] == round(overfit_result.train.advantage * d["records"])
+
+
+@pytest.mark.parametrize("seed", [3, 8, 26])
+def test_models_that_never_saw_the_genotypes_never_fail(seed: int) -> None:
+    # The shuffled-genotype forest above on 100 records per side. At seeds 8 and 26 the point estimate
+    # of the leakage is 0.08, above the 0.05 limit (a FAIL under a rule on point estimates); its lower
+    # bound is below 0, and the check says how many records a verdict needs.
+    X, y, _, col = datasets.warfarin_like(200, seed=seed, label_depends_on_sensitive=False)
+    h = len(X) // 2
+    shuffled = X[:h].copy()
+    shuffled[:, col] = np.random.default_rng(seed + 1).permutation(shuffled[:, col])
+    forest = RandomForestClassifier(n_estimators=30, bootstrap=False, random_state=seed).fit(shuffled, y[:h])
+    r = attribute_inference(forest, X[:h], y[:h], X[h:], y[h:], column=col, column_name="vkorc1", seed=seed)
+    check = _verdict(r)
+    assert check.status.value == "UNKNOWN" and check.data["leakage_lower_bound"] < 0.05 and check.needs
+    if seed in (8, 26):
+        assert r.leakage > 0.05

@@ -117,7 +117,7 @@ def test_sensitive_column_gives_the_attribute_inference_section() -> None:
                           cache_dir=False, what_if=False, sensitive=names[idx])
     ai = rep.to_dict()["attribute_inference"]
     assert ai["column"] == names[idx]
-    assert set(ai["train"]) == {"accuracy", "baseline_accuracy", "advantage", "mcc", "g_mean"}
+    assert set(ai["train"]) == {"accuracy", "baseline_accuracy", "advantage", "mcc", "g_mean", "records", "wins", "losses"}
     assert ai["leakage"] == pytest.approx(ai["train"]["advantage"] - ai["holdout"]["advantage"])
     assert ai["leakage"] > 0.05  # the forest memorised its training records' genotypes
     check = next(c for f in rep.findings if f.rule_id == "ATLAS-EXF-001" for c in f.checks if c.check == "attribute_inference")

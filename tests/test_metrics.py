@@ -388,3 +388,14 @@ def test_bad_parameters_raise() -> None:
         accuracy([1, 2], [1])
     with pytest.raises(ValueError):
         generalization_gap(1.2, 0.5)
+
+
+def test_advantage_difference_bounds_by_hand() -> None:
+    from privaudit.metrics import advantage_difference_bounds
+
+    # a: 30 wins, 10 losses in 100 -> mean 0.2, variance 0.4 - 0.04 = 0.36; b: 10 and 10 in 100 -> 0, 0.2.
+    # half-width 1.6448536 * sqrt(0.0036 + 0.002) = 1.6448536 * 0.0748331 = 0.1230896; lower 0.2 - 0.1230896.
+    low, half = advantage_difference_bounds(30, 10, 100, 10, 10, 100, confidence=0.95)
+    assert half == pytest.approx(0.1230896, abs=1e-6) and low == pytest.approx(0.0769104, abs=1e-6)
+    with pytest.raises(ValueError, match="set b"):
+        advantage_difference_bounds(1, 1, 10, 8, 8, 10)

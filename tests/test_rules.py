@@ -200,12 +200,39 @@ def test_few_reconstructions_are_unknown_not_a_verdict(base: Report) -> None:
     assert c.status == CheckStatus.UNKNOWN and c.needs and "2 reconstructions" in c.needs
 
 
-@pytest.mark.parametrize(("leakage", "expected"), [(0.04, I), (0.06, H), (0.1, C), (0.2, C)])
+def _attribute(leakage: float, n: int) -> dict[str, Any]:
+    """A section whose training records beat the baseline on ``leakage`` of ``n`` records more than they lose,
+    and whose holdout records win and lose one in ten each (no advantage)."""
+    wins, noise = round(leakage * n), n // 10
+    return {"column": "age", "leakage": leakage,
+            "train": {"advantage": leakage, "wins": wins + noise, "losses": noise, "records": n},
+            "holdout": {"advantage": 0.0, "wins": noise, "losses": noise, "records": n}}
+
+
+@pytest.mark.parametrize(("leakage", "expected"), [(0.04, I), (0.06, H), (0.105, C), (0.21, C)])
 def test_attribute_leakage_on_health_data(base: Report, leakage: float, expected: Severity) -> None:
-    attr = {"column": "age", "leakage": leakage, "train": {"advantage": leakage}, "holdout": {"advantage": 0.0}}
-    f = inversion(WithInversion(base, attribute_inference=attr), "health")
+    # On 10 million records the lower bound is the leakage itself.
+    f = inversion(WithInversion(base, attribute_inference=_attribute(leakage, 10_000_000)), "health")
     assert f.severity == expected
     assert check(f, "inversion_attack").status == CheckStatus.UNKNOWN
+
+
+@pytest.mark.parametrize(("leakage", "n", "status"), [(0.12, 100, CheckStatus.UNKNOWN), (0.12, 2000, CheckStatus.FAIL),
+                                                       (0.01, 100, CheckStatus.UNKNOWN), (0.01, 5000, CheckStatus.PASS)])
+def test_attribute_leakage_is_judged_on_its_lower_bound(base: Report, leakage: float, n: int,
+                                                        status: CheckStatus) -> None:
+    # 12 of 100 is within chance of no leakage; 240 of 2,000 is not. A small leak on 100 records is no
+    # evidence of safety either: a PASS needs a sample that would show a moderate leak.
+    c = check(inversion(WithInversion(base, attribute_inference=_attribute(leakage, n)), "health"),
+              "attribute_inference")
+    assert c.status == status, c.evidence
+    assert "at least" in c.evidence
+
+
+def test_attribute_section_without_counts_is_unknown(base: Report) -> None:
+    attr = {"column": "age", "leakage": 0.3, "train": {"advantage": 0.3}, "holdout": {"advantage": 0.0}}
+    c = check(inversion(WithInversion(base, attribute_inference=attr), "health"), "attribute_inference")
+    assert c.status == CheckStatus.UNKNOWN and c.needs and "re-run" in c.needs
 
 
 def test_refused_inversion_passes(base: Report) -> None:

@@ -23,6 +23,7 @@ __all__ = [
     "accuracy",
     "accuracy_gap_lower_bound",
     "advantage",
+    "advantage_difference_bounds",
     "auc",
     "clopper_pearson",
     "epsilon_from_rates",
@@ -300,6 +301,24 @@ def accuracy_gap_lower_bound(correct_train: int, n_train: int, correct_holdout: 
     """Lower bound of train minus holdout accuracy, exact binomial bounds with Bonferroni (Clopper & Pearson 1934)."""
     lo, hi = rate_bounds(correct_train, n_train, correct_holdout, n_holdout, confidence)
     return float(lo) - float(hi)
+
+
+def advantage_difference_bounds(wins_a: int, losses_a: int, n_a: int, wins_b: int, losses_b: int, n_b: int,
+                                confidence: float = 0.95) -> tuple[float, float]:
+    """One-sided (lower, half-width) of adv_a - adv_b, each a mean of per-record gains in {-1, 0, +1}, by the
+    normal approximation to a difference of independent means (Welch 1947)."""
+    for name, (w, l_, n) in (("a", (wins_a, losses_a, n_a)), ("b", (wins_b, losses_b, n_b))):
+        if n < 1 or w < 0 or l_ < 0 or w + l_ > n:
+            raise ValueError(f"set {name}: need 0 <= wins + losses <= n and n >= 1, got {w}, {l_}, {n}")
+    _check_open_unit("confidence", confidence)
+
+    def mean_var(w: int, l_: int, n: int) -> tuple[float, float]:
+        mean = (w - l_) / n
+        return mean, (w + l_) / n - mean * mean
+
+    (ma, va), (mb, vb) = mean_var(wins_a, losses_a, n_a), mean_var(wins_b, losses_b, n_b)
+    half = float(stats.norm.ppf(confidence)) * math.sqrt(va / n_a + vb / n_b)
+    return ma - mb - half, half
 
 
 def selection_mask(is_member: ArrayLike, fraction: float = 0.5,

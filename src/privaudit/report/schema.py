@@ -222,6 +222,9 @@ class AttributeScores(_Model):
     advantage: float
     mcc: float
     g_mean: float
+    records: int | None = None
+    wins: int | None = None  # attack right, best baseline wrong
+    losses: int | None = None  # baseline right, attack wrong; advantage = (wins - losses) / records
 
 
 class AttributeInferenceSection(_Model):

@@ -91,16 +91,39 @@ def _inversion_level(inv: Any, attr: Any, n_classes: int, ev: Evidence) -> tuple
                             status=CheckStatus.UNKNOWN, evidence="no attribute-inference attack ran",
                             needs="run the audit with --sensitive COLUMN"))
     else:
-        leak = float(attr.get("leakage") or 0.0)
-        lvl = common.level_of(leak, *common.ATTRIBUTE_LEAKAGE, pol.max_attribute_leakage)
+        lvl, check = attribute_check(attr, cid, pol)
         levels.append(lvl)
-        checks.append(Check(id=cid, check="attribute_inference", title="A sensitive attribute cannot be inferred via the model",
-                            status=CheckStatus.FAIL if lvl else CheckStatus.PASS,
-                            evidence=(f"column {attr.get('column')}: advantage over the best baseline "
-                                      f"{attr['train']['advantage']:+.3f} on training records, {attr['holdout']['advantage']:+.3f} "
-                                      f"on holdout records; leakage {leak:+.3f}"),
-                            data={"leakage": leak}))
+        checks.append(check)
     return common.LEVELS[max(levels)], checks
+
+
+def attribute_check(attr: Any, cid: str, pol: Any) -> tuple[int, Check]:
+    """Leakage is the training records' advantage over the best model-free baseline minus the holdout
+    records'. Its level follows a lower confidence bound from the per-record win and loss counts, and a PASS
+    needs a sample on which a moderate leak would have shown."""
+    leak = float(attr.get("leakage") or 0.0)
+    tr, ho = attr["train"], attr["holdout"]
+    title = "A sensitive attribute cannot be inferred via the model"
+    text = (f"column {attr.get('column')}: advantage over the best baseline {tr['advantage']:+.3f} on training "
+            f"records, {ho['advantage']:+.3f} on holdout records; leakage {leak:+.3f}")
+    counts = [part.get(k) for part in (tr, ho) for k in ("wins", "losses", "records")]
+    if any(c is None for c in counts):
+        return 0, Check(id=cid, check="attribute_inference", title=title, status=CheckStatus.UNKNOWN, evidence=text,
+                        needs="re-run the audit with this privaudit version (the section lacks per-record counts)",
+                        data={"leakage": leak})
+    low, half = metrics.advantage_difference_bounds(*(int(c) for c in counts), confidence=pol.confidence)  # type: ignore[misc, arg-type]
+    lvl = common.level_of(low, *common.ATTRIBUTE_LEAKAGE, pol.max_attribute_leakage)
+    text += f" (at least {low:+.3f} at {pol.confidence:.0%} confidence)"
+    moderate = common.ATTRIBUTE_LEAKAGE[1]
+    if lvl:
+        status, needs = CheckStatus.FAIL, None
+    elif leak > pol.max_attribute_leakage or half > moderate - pol.max_attribute_leakage:
+        status, needs = CheckStatus.UNKNOWN, (f"{tr['records']} training and {ho['records']} holdout records cannot "
+                                              f"tell a leakage of {moderate:g} from none; audit more records")
+    else:
+        status, needs = CheckStatus.PASS, None
+    return lvl, Check(id=cid, check="attribute_inference", title=title, status=status, evidence=text, needs=needs,
+                      data={"leakage": leak, "leakage_lower_bound": low})
 
 
 @register_rule(RULE)

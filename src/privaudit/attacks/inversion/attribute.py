@@ -62,6 +62,8 @@ class SetScores:
     g_mean: float
     baseline: str  # which baseline that was: "majority", "imputation-linear" or "imputation-trees"
     n_records: int
+    wins: int = 0  # records the attack got right and the baseline wrong
+    losses: int = 0  # records the baseline got right and the attack wrong (advantage = (wins - losses) / n)
 
 
 @dataclass(frozen=True, eq=False)
@@ -125,11 +127,13 @@ def g_mean(y_true: ArrayLike, y_pred: ArrayLike) -> float:
 def _scores(truth: IntArray, guess: IntArray, baselines: dict[str, IntArray]) -> SetScores:
     acc = float(np.mean(truth == guess))
     name, base = max(((k, float(np.mean(truth == v))) for k, v in baselines.items()), key=lambda kv: kv[1])
+    hit, base_hit = truth == guess, truth == baselines[name]
     # A training value no candidate stands for (-1) counts as a miss in accuracy, but as a class of
     # its own it would have recall 0 by construction and zero the g-mean whatever the attack did.
     known = truth >= 0
     gm = g_mean(truth[known], guess[known]) if known.any() else 0.0
-    return SetScores(acc, base, acc - base, mcc(truth, guess), gm, name, int(truth.size))
+    return SetScores(acc, base, acc - base, mcc(truth, guess), gm, name, int(truth.size),
+                     wins=int(np.sum(hit & ~base_hit)), losses=int(np.sum(base_hit & ~hit)))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -414,7 +418,8 @@ def to_report_dict(result: AttributeInferenceResult) -> dict[str, Any]:
 
     def part(s: SetScores) -> dict[str, float]:
         return {"accuracy": float(s.accuracy), "baseline_accuracy": float(s.baseline_accuracy),
-                "advantage": float(s.advantage), "mcc": float(s.mcc), "g_mean": float(s.g_mean)}
+                "advantage": float(s.advantage), "mcc": float(s.mcc), "g_mean": float(s.g_mean),
+                "records": int(s.n_records), "wins": int(s.wins), "losses": int(s.losses)}
 
     return {"column": result.column, "method": result.method, "queries": int(result.queries),
             "seconds": float(result.seconds), "train": part(result.train), "holdout": part(result.holdout),
