@@ -399,3 +399,15 @@ def test_advantage_difference_bounds_by_hand() -> None:
     assert half == pytest.approx(0.1230896, abs=1e-6) and low == pytest.approx(0.0769104, abs=1e-6)
     with pytest.raises(ValueError, match="set b"):
         advantage_difference_bounds(1, 1, 10, 8, 8, 10)
+
+
+def test_auc_standard_error_and_increase_bound_by_hand() -> None:
+    from privaudit.metrics import auc_standard_error, gap_variance, increase_lower_bound
+
+    # Hanley & McNeil at A = 0.5, 100 + 100: Q1 = Q2 = 1/3; (0.25 + 2 * 99 * (1/3 - 1/4)) / 10,000 = 0.001675.
+    assert auc_standard_error(0.5, 100, 100) == pytest.approx(math.sqrt(0.001675), rel=1e-9)
+    assert auc_standard_error(1.0, 50, 50) == 0.0
+    # 0.3 - 0.1 - 1.6448536 * sqrt(0.01 + 0.0044) = 0.2 - 1.6448536 * 0.12 = 0.2 - 0.1973824.
+    assert increase_lower_bound(0.3, 0.01, 0.1, 0.0044) == pytest.approx(0.0026176, abs=1e-6)
+    # 0.9 * 0.1 / 100 + 0.5 * 0.5 / 50 = 0.0009 + 0.005.
+    assert gap_variance(0.9, 100, 0.5, 50) == pytest.approx(0.0059)

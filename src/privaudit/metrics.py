@@ -25,11 +25,14 @@ __all__ = [
     "advantage",
     "advantage_difference_bounds",
     "auc",
+    "auc_standard_error",
     "clopper_pearson",
     "epsilon_from_rates",
     "epsilon_lower_bound",
     "epsilon_max_measurable",
+    "gap_variance",
     "generalization_gap",
+    "increase_lower_bound",
     "per_record_risk",
     "ppv",
     "rate_bounds",
@@ -319,6 +322,34 @@ def advantage_difference_bounds(wins_a: int, losses_a: int, n_a: int, wins_b: in
     (ma, va), (mb, vb) = mean_var(wins_a, losses_a, n_a), mean_var(wins_b, losses_b, n_b)
     half = float(stats.norm.ppf(confidence)) * math.sqrt(va / n_a + vb / n_b)
     return ma - mb - half, half
+
+
+def auc_standard_error(auc_value: float, n_members: int, n_nonmembers: int) -> float:
+    """Standard error of an AUC from its value and the two group sizes (Hanley & McNeil 1982)."""
+    a = float(auc_value)
+    if not 0.0 <= a <= 1.0 or n_members < 1 or n_nonmembers < 1:
+        raise ValueError(f"need 0 <= auc <= 1 and both groups non-empty, got {a}, {n_members}, {n_nonmembers}")
+    q1, q2 = a / (2.0 - a), 2.0 * a * a / (1.0 + a)
+    var = (a * (1 - a) + (n_members - 1) * (q1 - a * a) + (n_nonmembers - 1) * (q2 - a * a)) / (n_members * n_nonmembers)
+    return math.sqrt(max(var, 0.0))
+
+
+def increase_lower_bound(now: float, now_var: float, before: float, before_var: float,
+                         confidence: float = 0.95) -> float:
+    """One-sided lower confidence bound on ``now - before`` for two independent estimates with the given
+    variances, by the normal approximation (Wald 1943)."""
+    _check_open_unit("confidence", confidence)
+    if now_var < 0 or before_var < 0:
+        raise ValueError(f"variances must be >= 0, got {now_var}, {before_var}")
+    return now - before - float(stats.norm.ppf(confidence)) * math.sqrt(now_var + before_var)
+
+
+def gap_variance(train_accuracy: float, n_train: int, holdout_accuracy: float, n_holdout: int) -> float:
+    """Variance of a train-minus-holdout accuracy gap, two independent binomial proportions (Wald 1943)."""
+    if n_train < 1 or n_holdout < 1:
+        raise ValueError(f"both groups must be non-empty, got {n_train}, {n_holdout}")
+    return (train_accuracy * (1 - train_accuracy) / n_train
+            + holdout_accuracy * (1 - holdout_accuracy) / n_holdout)
 
 
 def selection_mask(is_member: ArrayLike, fraction: float = 0.5,

@@ -1,9 +1,13 @@
 """Compare a report with an earlier one (``--baseline``) and list what got worse.
 
 A regression is one of: a finding that fails now and did not before (by finding id); a failing
-finding whose severity went up; a stronger best attack (its TPR at 0.1 % FPR -- 1 % when 0.1 % is
-not resolvable -- above the baseline's bootstrap upper bound, or when the baseline has no interval,
-its AUC up by more than 0.02); a train-holdout gap wider by more than 0.01.
+finding whose severity went up; a stronger best attack; a wider train-holdout gap. The last two compare
+two measurements, each with its sampling noise, so each is a test, and the two together hold at 95 %
+(each at 97.5 %): the best attack is stronger when its TPR's 95 % interval at 0.1 % FPR (1 % when 0.1 % is
+not resolvable) lies wholly above the baseline's, or, without intervals, when the AUC's increase is above
+0 at 97.5 % confidence (Hanley-McNeil standard errors) and above 0.02; the gap is wider when its increase
+is above 0 at 97.5 % confidence and above 0.01. bench/results/regressions.md measures how often a private
+model re-audited on fresh data is flagged, and whether a model that starts memorising is.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from typing import Any, Callable, Sequence, TypeVar
 
 from pydantic import ValidationError
 
+from privaudit import metrics
 from privaudit.errors import ConfigError
 from privaudit.findings import Finding
 from privaudit.report.monitor_schema import MONITOR_KIND, MONITOR_SCHEMA_VERSION, MonitorReport
@@ -22,6 +27,8 @@ from privaudit.report.schema import SCHEMA_VERSION, AttackReport, Regression, Re
 
 AUC_TOLERANCE = 0.02
 GAP_TOLERANCE = 0.01
+CONFIDENCE = 0.95  # for both measurement comparisons together (Bonferroni: each at 97.5 %)
+EACH = 1 - (1 - CONFIDENCE) / 2
 
 
 def _read_json(path: str | Path, where: str) -> Any:
@@ -77,24 +84,42 @@ def _attack_power(current: Report, baseline: Report) -> Regression | None:
     if now is None or before is None:
         return None
     key = next((k for k in ("0.001", "0.01") if before.tpr_at_fpr.get(k) is not None), None)
-    detail = before.tpr_at_fpr_detail.get(key) if key else None
-    ci_high = detail.ci_high if detail is not None else None
-    tpr_now = now.tpr_at_fpr.get(key) if key else None
+    was = before.tpr_at_fpr_detail.get(key) if key else None
+    is_ = now.tpr_at_fpr_detail.get(key) if key else None
     rid = _check_id(current, "attack_power")
-    if key is not None and ci_high is not None and tpr_now is not None:
-        if tpr_now > ci_high:
+    if key is not None and was is not None and is_ is not None and was.ci_high is not None and is_.ci_low is not None:
+        if is_.ci_low > was.ci_high:  # the two 95 % intervals do not overlap
             return Regression(kind="attack_power", id=rid,
-                              message=(f"attack power up: {now.name} reaches TPR {tpr_now:.2%} at {float(key):.1%} FPR, "
-                                       f"above the baseline's {before.name} {before.tpr_at_fpr[key]:.2%} "
-                                       f"(95% interval up to {ci_high:.2%})"),
-                              before={"attack": before.name, "fpr": key, "tpr": before.tpr_at_fpr[key], "ci_high": ci_high},
-                              after={"attack": now.name, "fpr": key, "tpr": tpr_now})
+                              message=(f"attack power up: {now.name} reaches TPR {is_.tpr:.2%} at {float(key):.1%} FPR "
+                                       f"(95% interval from {is_.ci_low:.2%}), above the baseline's {before.name} "
+                                       f"{was.tpr:.2%} (95% interval up to {was.ci_high:.2%})"),
+                              before={"attack": before.name, "fpr": key, "tpr": was.tpr, "ci_high": was.ci_high},
+                              after={"attack": now.name, "fpr": key, "tpr": is_.tpr, "ci_low": is_.ci_low})
         return None
-    if now.auc > before.auc + AUC_TOLERANCE:
+    var_now = metrics.auc_standard_error(now.auc, current.data.train, current.data.holdout) ** 2
+    var_before = metrics.auc_standard_error(before.auc, baseline.data.train, baseline.data.holdout) ** 2
+    low = metrics.increase_lower_bound(now.auc, var_now, before.auc, var_before, EACH)
+    if now.auc > before.auc + AUC_TOLERANCE and low > 0:
         return Regression(kind="attack_power", id=rid,
                           message=(f"attack power up: best AUC {now.auc:.3f} ({now.name}) against the baseline's "
-                                   f"{before.auc:.3f} ({before.name}), more than {AUC_TOLERANCE} higher"),
+                                   f"{before.auc:.3f} ({before.name}): more than {AUC_TOLERANCE} higher, and higher "
+                                   f"beyond chance (by at least {low:.3f} at {EACH:.1%} confidence)"),
                           before={"attack": before.name, "auc": before.auc}, after={"attack": now.name, "auc": now.auc})
+    return None
+
+
+def _wider_gap(current: Report, baseline: Report) -> Regression | None:
+    now, before = current.membership, baseline.membership
+    gap_now, gap_before = now.generalization_gap, before.generalization_gap
+    low = metrics.increase_lower_bound(
+        gap_now, metrics.gap_variance(now.train_accuracy, current.data.train, now.holdout_accuracy, current.data.holdout),
+        gap_before, metrics.gap_variance(before.train_accuracy, baseline.data.train, before.holdout_accuracy,
+                                         baseline.data.holdout), EACH)
+    if gap_now > gap_before + GAP_TOLERANCE and low > 0:
+        return Regression(kind="generalization_gap", id=_check_id(current, "overfitting"), before=gap_before,
+                          after=gap_now, message=(f"train-holdout gap widened from {gap_before:.3f} to {gap_now:.3f}: "
+                                                  f"more than {GAP_TOLERANCE}, and beyond chance (by at least "
+                                                  f"{low:.3f} at {EACH:.1%} confidence)"))
     return None
 
 
@@ -122,11 +147,9 @@ def compare(current: Report, baseline: Report) -> list[Regression]:
     power = _attack_power(current, baseline)
     if power is not None:
         out.append(power)
-    gap_now, gap_before = current.membership.generalization_gap, baseline.membership.generalization_gap
-    if gap_now > gap_before + GAP_TOLERANCE:
-        out.append(Regression(kind="generalization_gap", id=_check_id(current, "overfitting"), before=gap_before,
-                              after=gap_now, message=(f"train-holdout gap widened from {gap_before:.3f} to {gap_now:.3f} "
-                                                      f"(more than {GAP_TOLERANCE})")))
+    gap = _wider_gap(current, baseline)
+    if gap is not None:
+        out.append(gap)
     return out
 
 
