@@ -1,13 +1,14 @@
 """Compare a report with an earlier one (``--baseline``) and list what got worse.
 
-A regression is one of: a finding that fails now and did not before (by finding id); a failing
-finding whose severity went up; a stronger best attack; a wider train-holdout gap. The last two compare
-two measurements, each with its sampling noise, so each is a test, and the two together hold at 95 %
-(each at 97.5 %): the best attack is stronger when its TPR's 95 % interval at 0.1 % FPR (1 % when 0.1 % is
-not resolvable) lies wholly above the baseline's, or, without intervals, when the AUC's increase is above
-0 at 97.5 % confidence (Hanley-McNeil standard errors) and above 0.02; the gap is wider when its increase
-is above 0 at 97.5 % confidence and above 0.01. bench/results/regressions.md measures how often a private
-model re-audited on fresh data is flagged, and whether a model that starts memorising is.
+A regression is one of: a finding that fails now and did not before (by finding id); a failing finding
+whose severity went up; a stronger best attack; a wider train-holdout gap. The last two compare two
+measurements, each with its sampling noise, so each is a test, and the two hold together at the policy's
+``confidence`` (95 % by default, each comparison then at 97.5 %). The best attack is stronger when its TPR's
+95 % interval at 0.1 % FPR (1 % when 0.1 % is not resolvable) lies wholly above the baseline's, or, without
+intervals, when the AUC rose by more than 0.02 and beyond chance (Hanley-McNeil standard errors). The gap
+is wider when it grew by more than 0.01 and beyond chance (binomial standard errors).
+bench/results/regressions.md measures how often a private model re-audited on fresh data is flagged, and
+whether a model that starts memorising is.
 """
 
 from __future__ import annotations
@@ -27,8 +28,7 @@ from privaudit.report.schema import SCHEMA_VERSION, AttackReport, Regression, Re
 
 AUC_TOLERANCE = 0.02
 GAP_TOLERANCE = 0.01
-CONFIDENCE = 0.95  # for both measurement comparisons together (Bonferroni: each at 97.5 %)
-EACH = 1 - (1 - CONFIDENCE) / 2
+CONFIDENCE = 0.95  # default for both measurement comparisons together (Bonferroni: each at 97.5 %)
 
 
 def _read_json(path: str | Path, where: str) -> Any:
@@ -79,7 +79,7 @@ def _check_id(report: Report, check: str) -> str:
     return f"membership/{check}/{report.model_name or 'model'}"
 
 
-def _attack_power(current: Report, baseline: Report) -> Regression | None:
+def _attack_power(current: Report, baseline: Report, each: float) -> Regression | None:
     now, before = _best(current), _best(baseline)
     if now is None or before is None:
         return None
@@ -98,28 +98,28 @@ def _attack_power(current: Report, baseline: Report) -> Regression | None:
         return None
     var_now = metrics.auc_standard_error(now.auc, current.data.train, current.data.holdout) ** 2
     var_before = metrics.auc_standard_error(before.auc, baseline.data.train, baseline.data.holdout) ** 2
-    low = metrics.increase_lower_bound(now.auc, var_now, before.auc, var_before, EACH)
+    low = metrics.increase_lower_bound(now.auc, var_now, before.auc, var_before, each)
     if now.auc > before.auc + AUC_TOLERANCE and low > 0:
         return Regression(kind="attack_power", id=rid,
                           message=(f"attack power up: best AUC {now.auc:.3f} ({now.name}) against the baseline's "
                                    f"{before.auc:.3f} ({before.name}): more than {AUC_TOLERANCE} higher, and higher "
-                                   f"beyond chance (by at least {low:.3f} at {EACH:.1%} confidence)"),
+                                   f"beyond chance (by at least {low:.3f} at {each:.1%} confidence)"),
                           before={"attack": before.name, "auc": before.auc}, after={"attack": now.name, "auc": now.auc})
     return None
 
 
-def _wider_gap(current: Report, baseline: Report) -> Regression | None:
+def _wider_gap(current: Report, baseline: Report, each: float) -> Regression | None:
     now, before = current.membership, baseline.membership
     gap_now, gap_before = now.generalization_gap, before.generalization_gap
     low = metrics.increase_lower_bound(
         gap_now, metrics.gap_variance(now.train_accuracy, current.data.train, now.holdout_accuracy, current.data.holdout),
         gap_before, metrics.gap_variance(before.train_accuracy, baseline.data.train, before.holdout_accuracy,
-                                         baseline.data.holdout), EACH)
+                                         baseline.data.holdout), each)
     if gap_now > gap_before + GAP_TOLERANCE and low > 0:
         return Regression(kind="generalization_gap", id=_check_id(current, "overfitting"), before=gap_before,
                           after=gap_now, message=(f"train-holdout gap widened from {gap_before:.3f} to {gap_now:.3f}: "
                                                   f"more than {GAP_TOLERANCE}, and beyond chance (by at least "
-                                                  f"{low:.3f} at {EACH:.1%} confidence)"))
+                                                  f"{low:.3f} at {each:.1%} confidence)"))
     return None
 
 
@@ -141,25 +141,28 @@ def finding_regressions(current: Sequence[Finding], baseline: Sequence[Finding])
     return out
 
 
-def compare(current: Report, baseline: Report) -> list[Regression]:
-    """Everything that got worse since ``baseline`` (assumed to be the same model)."""
+def compare(current: Report, baseline: Report, confidence: float = CONFIDENCE) -> list[Regression]:
+    """Everything that got worse since ``baseline`` (assumed to be the same model); the two measurement
+    comparisons hold together at ``confidence`` (the policy's)."""
+    each = 1 - (1 - confidence) / 2
     out = finding_regressions(current.findings, baseline.findings)
-    power = _attack_power(current, baseline)
+    power = _attack_power(current, baseline, each)
     if power is not None:
         out.append(power)
-    gap = _wider_gap(current, baseline)
+    gap = _wider_gap(current, baseline, each)
     if gap is not None:
         out.append(gap)
     return out
 
 
-def apply_baseline(report: Report, baseline: Report, source: str | Path = "baseline") -> tuple[Report, str | None]:
+def apply_baseline(report: Report, baseline: Report, source: str | Path = "baseline",
+                   confidence: float = CONFIDENCE) -> tuple[Report, str | None]:
     """The report with regressions against ``baseline`` added, and a warning if the two could not be compared."""
     if baseline.model_name != report.model_name:
         msg = (f"baseline {source} is for model {baseline.model_name!r}, this audit is {report.model_name!r}: not "
                "compared (pass --model-name so both runs use the same name)")
         return report.model_copy(update={"warnings": [*report.warnings, msg]}), msg
-    found = compare(report, baseline)
+    found = compare(report, baseline, confidence)
     return report.model_copy(update={"regressions": [*report.regressions, *found]}), None
 
 
@@ -206,8 +209,9 @@ LOADERS: dict[str, Callable[[str | Path], Any]] = {"audit": load_baseline, "scan
                                                     "monitor": load_monitor_baseline}
 
 
-def with_baseline(report: Any, baseline: Any, source: str | Path) -> tuple[Any, str | None]:
+def with_baseline(report: Any, baseline: Any, source: str | Path,
+                  confidence: float = CONFIDENCE) -> tuple[Any, str | None]:
     """Any report kind with its regressions against ``baseline`` (of the same kind, from :data:`LOADERS`)."""
     if isinstance(report, Report):
-        return apply_baseline(report, baseline, source)
+        return apply_baseline(report, baseline, source, confidence)
     return apply_scan_baseline(report, baseline), None

@@ -54,7 +54,7 @@ def judge(report: Any, ci: CiOptions) -> tuple[Any, list[str]]:
     report = apply_suppressions(report, ci.settings.suppressions)
     notes: list[str] = []
     if ci.baseline is not None:
-        report, note = with_baseline(report, ci.baseline, ci.baseline_source)
+        report, note = with_baseline(report, ci.baseline, ci.baseline_source, ci.settings.policy.confidence)
         if note:
             notes.append(note)
     return report, notes
