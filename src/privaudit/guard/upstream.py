@@ -51,6 +51,12 @@ class _Reader:
         self.done = False
         self.close = False
         self.started = False
+        self.keep_alive = False
+
+    def on_headers_complete(self) -> None:
+        # Read here, not after the message: httptools (llhttp) answers False once a message is complete,
+        # which silently made every request open a new connection to the model server.
+        self.keep_alive = self.parser.should_keep_alive()
 
     def on_message_begin(self) -> None:
         self.started = True
@@ -132,7 +138,7 @@ class UpstreamPool:
         except BaseException:  # cancelled (timeout): the connection is in an unknown state
             writer.close()
             raise
-        if answer.close or not answer.parser.should_keep_alive():
+        if answer.close or not answer.keep_alive:
             writer.close()
         else:
             self._idle.append(conn)
