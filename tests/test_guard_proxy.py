@@ -641,3 +641,27 @@ def test_the_cli_serves_reloads_on_sighup_and_stops_on_sigterm(tmp_path: Path, u
             proc.wait()
         if proc.stdout:
             proc.stdout.close()
+
+
+def test_the_upstream_pool_reuses_one_kept_alive_connection(upstream: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    from privaudit.guard import upstream as pool_module
+
+    opened: list[int] = []
+    original = pool_module.UpstreamPool._open
+
+    async def counted(self: Any) -> Any:
+        opened.append(1)
+        return await original(self)
+
+    monkeypatch.setattr(pool_module.UpstreamPool, "_open", counted)
+
+    async def scenario() -> list[int]:
+        pool = pool_module.UpstreamPool(upstream, 4)
+        try:
+            return [(await pool.post("/v1/models/iris:predict", b'{"instances":[[5.1,3.5,1.4,0.2]]}', "t", 5.0)).status_code
+                    for _ in range(5)]
+        finally:
+            await pool.aclose()
+
+    assert asyncio.run(scenario()) == [200] * 5
+    assert len(opened) == 1  # one connection for five sequential requests, not one each
