@@ -30,7 +30,9 @@ from __future__ import annotations
 import importlib
 import logging
 import multiprocessing
+import fcntl
 import os
+import select
 import signal
 import struct
 import sys
@@ -56,6 +58,9 @@ START_TIMEOUT = 120.0  # seconds for the child to build the monitor (calibration
 METRICS_EVERY = 1.0  # seconds between metric snapshots from a busy child
 _EVENTS, _SYNC, _RESULTS, _METRICS, _READY, _FAILED = b"E", b"S", b"R", b"M", b"O", b"X"
 _U64 = struct.Struct("<Q")
+_LENGTH = struct.Struct("!i")  # multiprocessing.Connection's frame header, so the child reads with recv_bytes
+PIPE_BYTES = 2**20
+BATCH = 256  # messages the child takes before it answers
 
 
 def _context() -> Any:
@@ -85,7 +90,8 @@ class ProcessQueue:
         self.max_events = max_events
         self.max_bytes = max_bytes
         self._cond = threading.Condition()
-        self._pending: list[tuple[bytes, bytes]] = []  # (kind, payload) waiting for the writer thread
+        self._backlog: list[bytes] = []  # framed messages the pipe had no room for, oldest first
+        self._writing = False  # the writer thread holds part of the backlog: keep the order, queue behind it
         self._sizes: deque[tuple[str, int]] = deque()  # (principal, bytes) of each event sent, in order
         self._bytes = 0
         self._synced = self._sync_sent = 0
@@ -107,6 +113,15 @@ class ProcessQueue:
         self.process.start()
         inbox.close()  # the child holds these ends now: its death closes the pipe and we read end-of-file
         outbox.close()
+        self._fd = self._to_child.fileno()
+        # Messages are written from the event loop without blocking it (a stalled child must never stall
+        # requests); a larger pipe leaves the writer thread idle unless the child falls well behind.
+        os.set_blocking(self._fd, False)
+        if hasattr(fcntl, "F_SETPIPE_SZ"):
+            try:
+                fcntl.fcntl(self._fd, fcntl.F_SETPIPE_SZ, PIPE_BYTES)
+            except OSError:
+                pass  # above /proc/sys/fs/pipe-max-size: keep the default
         self._await_ready(start_timeout)
         self._alive = True
         self.up.set(1)
@@ -146,38 +161,59 @@ class ProcessQueue:
         if not self.has_room(size) or self._stopping:
             self.dropped.inc()
             return False
-        record = encode_event(event)
+        message = _EVENTS + encode_event(event)
         with self._cond:
             self._sizes.append((event.principal, size))
             self._bytes += size
-            self._pending.append((_EVENTS, record))
-            if len(self._pending) == 1:
-                self._cond.notify_all()
+            self._send(message)
         return True
 
+    def _send(self, message: bytes) -> None:
+        """Write one message (multiprocessing's framing) now if the pipe takes it, else leave the rest to
+        the writer thread. Called with the lock held; never blocks."""
+        if self._stopping:
+            return  # the writer thread may have closed the pipe (and the number may name another file now)
+        frame = _LENGTH.pack(len(message)) + message
+        if self._backlog or self._writing:
+            self._backlog.append(frame)  # behind what is already waiting: order matters
+            return
+        try:
+            written = os.write(self._fd, frame)
+        except BlockingIOError:
+            written = 0
+        except OSError:
+            return  # the child is gone; the reader sees end-of-file and marks monitoring down
+        if written < len(frame):
+            self._backlog.append(frame[written:])
+            self._cond.notify_all()
+
     def _write(self) -> None:
-        """Send what is pending: consecutive events in one message, sync markers in order between them."""
+        """Write the backlog when the pipe has room again; at close, end the stream (the child exits)."""
         while True:
             with self._cond:
-                while not self._pending and not self._stopping:
+                while not self._backlog and not self._stopping:
                     self._cond.wait()
-                batch, self._pending = self._pending, []
+                data = b"".join(self._backlog)
+                self._backlog.clear()
+                self._writing = bool(data)
                 stop = self._stopping
+            view = memoryview(data)
             try:
-                run: list[bytes] = []
-                for kind, payload in batch:
-                    if kind == _EVENTS:
-                        run.append(payload)
+                while view:
+                    select.select([], [self._fd], [], 1.0)
+                    try:
+                        view = view[os.write(self._fd, view):]
+                    except BlockingIOError:
                         continue
-                    if run:
-                        self._to_child.send_bytes(_EVENTS + b"".join(run))
-                        run = []
-                    self._to_child.send_bytes(kind + payload)
-                if run:
-                    self._to_child.send_bytes(_EVENTS + b"".join(run))
             except OSError:
                 return  # the child is gone; the reader sees end-of-file and marks monitoring down
-            if stop and not self._pending:
+            finally:
+                with self._cond:
+                    self._writing = False
+            if stop:
+                with self._cond:
+                    if self._backlog:
+                        continue
                 self._to_child.close()  # end-of-file: the child flushes its log and exits
                 return
 
@@ -242,8 +278,7 @@ class ProcessQueue:
                 return True
             self._sync_sent += 1
             mark = self._sync_sent
-            self._pending.append((_SYNC, _U64.pack(mark)))
-            self._cond.notify_all()
+            self._send(_SYNC + _U64.pack(mark))
             while self._alive and self._synced < mark:
                 left = deadline - time.monotonic()
                 if left <= 0:
@@ -311,20 +346,27 @@ def _child_main(settings: dict[str, Any], inbox: Connection, outbox: Connection)
     try:
         while True:
             try:
-                message = inbox.recv_bytes()
+                messages = [inbox.recv_bytes()]
+                while len(messages) < BATCH and inbox.poll(0):  # what else is waiting: one answer for all
+                    messages.append(inbox.recv_bytes())
             except EOFError:
                 break
-            kind, body = message[:1], message[1:]
-            if kind == _SYNC:
-                outbox.send_bytes(_SYNC + body[:8] + generate_latest(registry))
-                continue
             results: list[list[Any]] = []
-            for event in decode_events(body):
-                try:
-                    results.append([event.principal, monitor.observe(event).level, None])
-                except Exception as exc:  # MonitorError (counted by the monitor): the guard refuses the principal
-                    results.append([event.principal, None, f"{type(exc).__name__}: {exc}"[:300]])
-            outbox.send_bytes(_RESULTS + orjson.dumps(results))
+            for message in messages:
+                kind, body = message[:1], message[1:]
+                if kind == _SYNC:  # answered after the results of every event sent before it
+                    if results:
+                        outbox.send_bytes(_RESULTS + orjson.dumps(results))
+                        results = []
+                    outbox.send_bytes(_SYNC + body[:8] + generate_latest(registry))
+                    continue
+                for event in decode_events(body):
+                    try:
+                        results.append([event.principal, monitor.observe(event).level, None])
+                    except Exception as exc:  # MonitorError (counted by the monitor): the guard refuses the principal
+                        results.append([event.principal, None, f"{type(exc).__name__}: {exc}"[:300]])
+            if results:
+                outbox.send_bytes(_RESULTS + orjson.dumps(results))
             now = time.monotonic()
             if now - last_metrics >= METRICS_EVERY:
                 last_metrics = now

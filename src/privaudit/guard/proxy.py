@@ -57,6 +57,7 @@ _ID_COUNTER = itertools.count()
 _MAX_FAILED = 100_000  # principals refused after a monitoring error, before expired ones are swept
 _MAX_WIRES = 1024  # request paths whose wire format is remembered ({name} segments make paths many)
 _JSON = "application/json"
+_ODD_PATH = frozenset("?# \\")  # with non-ASCII or unprintable ones: characters only the slow, escaping path takes
 
 
 def json_response(status: int, body: Any, headers: Optional[dict[str, str]] = None) -> Response:
@@ -225,12 +226,16 @@ class Guard:
 
     async def handle(self, request: Request) -> Response:
         state = self._state
-        path = request.url.path
-        if request.method != "POST" or not state.is_route(path):
+        scope = request.scope
+        path = scope["path"]
+        if not (path.isascii() and path.isprintable()) or any(c in path for c in _ODD_PATH):
+            path = request.url.path  # escapes ? # \ and drops CR/LF/tab: never forwarded raw to the upstream
+        if scope["method"] != "POST" or not state.is_route(path):
             return error(404, "not found")  # not an inference route: never forwarded, never monitored
-        peer = request.client.host if request.client else ""
+        client = scope.get("client")
         trace = _Trace(f"{_ID_PREFIX}{next(_ID_COUNTER) & 0xFFFFFFFFFFFF:012x}",
-                       state.identity.client_ip(peer, request.headers.getlist("x-forwarded-for")), time.time())
+                       state.identity.client_ip(client[0] if client else "", request.headers.getlist("x-forwarded-for")),
+                       time.time())
         response = await self._handle(request, path, state, trace)
         self._requests.count(trace.decision)
         self._observe(trace, response.status_code)

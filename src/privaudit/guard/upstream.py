@@ -92,8 +92,9 @@ class UpstreamPool:
 
     async def post(self, path: str, body: bytes, request_id: str, timeout: float) -> Answer:
         try:
-            return await asyncio.wait_for(self._post(path, body, request_id), timeout)
-        except asyncio.TimeoutError:
+            async with asyncio.timeout(timeout):  # a timer on this task, not a task of its own (wait_for)
+                return await self._post(path, body, request_id)
+        except TimeoutError:
             raise UpstreamError(f"no answer within {timeout:g} s") from None
 
     async def _post(self, path: str, body: bytes, request_id: str) -> Answer:
