@@ -69,8 +69,7 @@ class ProxyApp:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["method"] == "POST":
-            response = await self.guard.handle(Request(scope, receive))
-            await response(scope, receive, send)
+            await self.guard.serve(scope, receive, send)
             return
         await self.rest(scope, receive, send)
 
@@ -109,5 +108,4 @@ class GuardMiddleware:
         if scope["type"] == "websocket":  # no inference over websockets: refuse the handshake
             await send({"type": "websocket.close", "code": 1008})
             return
-        response = await self.guard.handle(Request(scope, receive))
-        await response(scope, receive, send)
+        await self.guard.serve(scope, receive, send)

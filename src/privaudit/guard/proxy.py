@@ -33,6 +33,7 @@ from numpy.typing import NDArray
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.types import Receive, Scope, Send
 
 from privaudit.errors import ConfigError, DataError, EndpointError
 from privaudit.guard.alerts import RequestCounter
@@ -225,22 +226,44 @@ class Guard:
         return LEVELS[max(enabled, default=0)]
 
     async def handle(self, request: Request) -> Response:
+        """The response to ``request``; monitoring gets the request before this returns."""
+        response, trace = await self.process(request)
+        self.finish(trace, response.status_code)
+        return response
+
+    async def serve(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Answer one ASGI request, then hand it to monitoring: the event's encoding and its pipe write
+        (which wakes the monitoring process) come after the answer has left, not before."""
+        response, trace = await self.process(Request(scope, receive))
+        try:
+            await response(scope, receive, send)
+        finally:
+            self.finish(trace, response.status_code)
+
+    def finish(self, trace: _Trace, status: int) -> None:
+        """Count the request and hand it to monitoring."""
+        if not trace.request_id:
+            return  # a 404 for a path that is not an inference route
+        self._requests.count(trace.decision)
+        self._observe(trace, status)
+
+    async def process(self, request: Request) -> tuple[Response, _Trace]:
+        """The response to ``request`` and what it leaves for monitoring (see ``finish``)."""
         state = self._state
         scope = request.scope
         path = scope["path"]
         if not (path.isascii() and path.isprintable()) or any(c in path for c in _ODD_PATH):
             path = request.url.path  # escapes ? # \ and drops CR/LF/tab: never forwarded raw to the upstream
         if scope["method"] != "POST" or not state.is_route(path):
-            return error(404, "not found")  # not an inference route: never forwarded, never monitored
+            # Not an inference route: never forwarded, never monitored (nor counted: no principal is known).
+            return error(404, "not found"), _Trace("", "", 0.0, decision="not_found")
         client = scope.get("client")
         trace = _Trace(f"{_ID_PREFIX}{next(_ID_COUNTER) & 0xFFFFFFFFFFFF:012x}",
                        state.identity.client_ip(client[0] if client else "", request.headers.getlist("x-forwarded-for")),
                        time.time())
         response = await self._handle(request, path, state, trace)
-        self._requests.count(trace.decision)
-        self._observe(trace, response.status_code)
         response.headers["X-Request-ID"] = trace.request_id
-        return response
+        return response, trace
 
     def authenticated(self, request: Request) -> bool:
         try:
