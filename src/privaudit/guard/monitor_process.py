@@ -27,42 +27,33 @@ costs a fork, not a fresh interpreter.
 
 from __future__ import annotations
 
-import importlib
 import logging
 import multiprocessing
 import fcntl
 import os
 import select
-import signal
 import struct
-import sys
 import threading
 import time
 from collections import deque
 from collections.abc import Iterator
-from multiprocessing.connection import Connection
 from typing import Any, Optional
 
 import orjson
-from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge
 from prometheus_client.metrics_core import Metric
 from prometheus_client.parser import text_string_to_metric_families
 
-from privaudit.errors import ConfigError, PrivauditError
-from privaudit.guard.codec import decode_events, encode_event
+from privaudit.errors import ConfigError
+from privaudit.guard.codec import encode_event
 from privaudit.guard.events import QueryEvent
+from privaudit.guard.monitor_child import EVENTS, FAILED, METRICS, READY, RESULTS, SYNC, U64, child_main
 from privaudit.guard.worker import OnResult, event_bytes
 
 log = logging.getLogger("privaudit.guard")
 START_TIMEOUT = 120.0  # seconds for the child to build the monitor (calibration data is read here)
-METRICS_EVERY = 1.0  # seconds between metric snapshots from a busy child
-_EVENTS, _SYNC, _RESULTS, _METRICS, _READY, _FAILED = b"E", b"S", b"R", b"M", b"O", b"X"
-_U64 = struct.Struct("<Q")
 _LENGTH = struct.Struct("!i")  # multiprocessing.Connection's frame header, so the child reads with recv_bytes
 PIPE_BYTES = 2**20
-BATCH = 256  # messages the child takes before it answers
-LINGER = 0.002  # seconds the child waits after a small batch (a verdict arrives at most this much later)
-NICENESS = 5  # the request path first: under CPU contention monitoring yields, and its bounded queue absorbs the lag
 
 
 def _context() -> Any:
@@ -106,11 +97,11 @@ class ProcessQueue:
         self.up = Gauge("privaudit_guard_monitor_up", "1 while the monitoring process runs, 0 once it has stopped",
                         registry=registry)
         self._child_metrics = _ChildMetrics()
-        registry.register(self._child_metrics)  # type: ignore[arg-type]
+        registry.register(self._child_metrics)  # type: ignore[arg-type, unused-ignore]
         ctx = _context()
         inbox, self._to_child = ctx.Pipe(duplex=False)
         self._from_child, outbox = ctx.Pipe(duplex=False)
-        self.process = ctx.Process(target=_child_main, args=(settings, inbox, outbox), name="privaudit-monitor",
+        self.process = ctx.Process(target=child_main, args=(settings, inbox, outbox), name="privaudit-monitor",
                                    daemon=True)
         self.process.start()
         inbox.close()  # the child holds these ends now: its death closes the pipe and we read end-of-file
@@ -138,13 +129,13 @@ class ProcessQueue:
             message = self._from_child.recv_bytes() if ready else b""
         except (EOFError, OSError):
             message = b""
-        if message[:1] == _READY:
+        if message[:1] == READY:
             return
         self.process.join(5)
         if self.process.is_alive():
             self.process.kill()
         self._close_pipes()
-        if message[:1] == _FAILED:
+        if message[:1] == FAILED:
             raise ConfigError(message[1:].decode("utf-8", "replace"))
         why = f"exit code {self.process.exitcode}" if message == b"" and ready else f"no answer within {timeout:g} s"
         raise ConfigError(f"the guard's monitoring process did not start ({why}); see the lines above for its error")
@@ -163,7 +154,7 @@ class ProcessQueue:
         if not self.has_room(size) or self._stopping:
             self.dropped.inc()
             return False
-        message = _EVENTS + encode_event(event)
+        message = EVENTS + encode_event(event)
         with self._cond:
             self._sizes.append((event.principal, size))
             self._bytes += size
@@ -224,14 +215,14 @@ class ProcessQueue:
             while True:
                 message = self._from_child.recv_bytes()
                 kind, body = message[:1], message[1:]
-                if kind == _RESULTS:
+                if kind == RESULTS:
                     self._results(orjson.loads(body))
-                elif kind == _METRICS:
+                elif kind == METRICS:
                     self._child_metrics.text = body.decode()
-                elif kind == _SYNC:
+                elif kind == SYNC:
                     self._child_metrics.text = body[8:].decode()
                     with self._cond:
-                        self._synced = _U64.unpack_from(body)[0]
+                        self._synced = U64.unpack_from(body)[0]
                         self._cond.notify_all()
         except (EOFError, OSError):
             pass
@@ -280,7 +271,7 @@ class ProcessQueue:
                 return True
             self._sync_sent += 1
             mark = self._sync_sent
-            self._send(_SYNC + _U64.pack(mark))
+            self._send(SYNC + U64.pack(mark))
             while self._alive and self._synced < mark:
                 left = deadline - time.monotonic()
                 if left <= 0:
@@ -308,83 +299,6 @@ class ProcessQueue:
                 conn.close()
             except OSError:
                 pass
-
-
-# --- the child --------------------------------------------------------------------------------------
-
-
-def _child_main(settings: dict[str, Any], inbox: Connection, outbox: Connection) -> None:
-    """Build the monitor, then answer each message of events with one message of results."""
-    # The fork server outlives tests that change the working folder or the environment; take the
-    # guard's, so relative log paths and key_env variables mean what they mean to the guard.
-    os.chdir(settings["cwd"])
-    os.environ.clear()
-    os.environ.update(settings["environ"])
-    # Ctrl-C reaches the whole process group: the guard decides when monitoring stops (it closes the
-    # pipe). A SIGTERM sent to this process alone still flushes the log before it exits.
-    try:
-        os.nice(NICENESS)
-    except (AttributeError, OSError):
-        pass
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(0))
-    logging.basicConfig(level=settings["log_level"], format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    from privaudit.guard.server import install_redaction
-
-    install_redaction()
-    try:
-        module, _, name = settings["factory"].partition(":")
-        build = getattr(importlib.import_module(module), name)
-        registry = CollectorRegistry()
-        monitor = build(**settings["monitor"], metrics_registry=registry)
-    except PrivauditError as exc:
-        outbox.send_bytes(_FAILED + str(exc).encode())
-        return
-    except Exception as exc:
-        outbox.send_bytes(_FAILED + f"guard monitoring could not start: {type(exc).__name__}: {exc}".encode())
-        return
-    import gc
-
-    gc.collect()
-    gc.freeze()  # what was built to start lives as long as the process: keep it out of every collection
-    outbox.send_bytes(_READY)
-    last_metrics = time.monotonic()
-    try:
-        ended = False
-        while not ended:
-            messages: list[bytes] = []
-            try:
-                messages.append(inbox.recv_bytes())
-                while len(messages) < BATCH and inbox.poll(0):  # what else is waiting: one answer for all
-                    messages.append(inbox.recv_bytes())
-            except EOFError:
-                ended = True  # the guard closed the pipe: monitor what arrived before it, then stop
-            results: list[list[Any]] = []
-            for message in messages:
-                kind, body = message[:1], message[1:]
-                if kind == _SYNC:  # answered after the results of every event sent before it
-                    if results:
-                        outbox.send_bytes(_RESULTS + orjson.dumps(results))
-                        results = []
-                    outbox.send_bytes(_SYNC + body[:8] + generate_latest(registry))
-                    continue
-                for event in decode_events(body):
-                    try:
-                        results.append([event.principal, monitor.observe(event).level, None])
-                    except Exception as exc:  # MonitorError (counted by the monitor): the guard refuses the principal
-                        results.append([event.principal, None, f"{type(exc).__name__}: {exc}"[:300]])
-            if results:
-                outbox.send_bytes(_RESULTS + orjson.dumps(results))
-            if len(messages) < BATCH and not ended:
-                # Let events gather: one wake-up for several of them, not one per event. Each wake-up of
-                # this process can preempt the guard or the model server on a busy host.
-                time.sleep(LINGER)
-            now = time.monotonic()
-            if now - last_metrics >= METRICS_EVERY:
-                last_metrics = now
-                outbox.send_bytes(_METRICS + generate_latest(registry))
-    finally:
-        monitor.close()
 
 
 def monitor_settings(cfg: Any, log_level: Optional[int] = None,

@@ -38,13 +38,14 @@ from starlette.types import Receive, Scope, Send
 from privaudit.errors import ConfigError, DataError, EndpointError
 from privaudit.guard.alerts import RequestCounter
 from privaudit.guard.config import GuardConfig, load_config
-from privaudit.guard.events import LEVELS, REFUSED, Level, QueryEvent
+from privaudit.guard.events import REFUSED, Level, QueryEvent
 from privaudit.guard.hardening import encode_answer, harden, mode_for, stricter
 from privaudit.guard.identity import AuthError, Identity
 from privaudit.guard.limits import LimitResult, RateLimits
 from privaudit.guard.monitor_process import ProcessQueue, monitor_settings
 from privaudit.guard.redact import redact
 from privaudit.guard.upstream import UpstreamError, UpstreamPool
+from privaudit.guard.verdicts import Verdicts
 from privaudit.guard.wire import encode_records, parse_request, route_matcher
 from privaudit.guard.worker import Monitor, MonitorQueue, NullMonitor, monitoring_importable
 from privaudit.models._http_protocols import WireFormat, decode, resolve_protocol
@@ -55,7 +56,6 @@ _NO_ROWS: NDArray[np.float64] = np.empty((0, 0))
 # a system call per request).
 _ID_PREFIX = os.urandom(10).hex()
 _ID_COUNTER = itertools.count()
-_MAX_FAILED = 100_000  # principals refused after a monitoring error, before expired ones are swept
 _MAX_WIRES = 1024  # request paths whose wire format is remembered ({name} segments make paths many)
 _JSON = "application/json"
 _ODD_PATH = frozenset("?# \\")  # with non-ASCII or unprintable ones: characters only the slow, escaping path takes
@@ -133,8 +133,7 @@ class Guard:
         self._upstream = upstream
         self.registry = registry if registry is not None else CollectorRegistry()
         self._state = self._build_state(config)
-        self._verdicts: dict[str, Level] = {}  # principals monitoring raised above "log"
-        self._failed: dict[str, float] = {}  # principal -> until when monitoring errors refuse it
+        self.verdicts = Verdicts()
         self._closed = False
         # Labels are low-cardinality by construction: never a principal id, never a client address.
         self._requests = RequestCounter(self.registry)
@@ -205,25 +204,6 @@ class Guard:
         if pool is None:  # one per upstream URL (a reload may change it)
             pool = self._pools[base] = UpstreamPool(base, self._state.config.upstream_connections)
         return pool
-
-    def _monitor_failed(self, principal: str) -> bool:
-        until = self._failed.get(principal)
-        if until is None:
-            return False
-        if time.monotonic() < until:
-            return True
-        self._failed.pop(principal, None)
-        return False
-
-    def _level(self, principal: str) -> Level:
-        # Act at most as hard as guard.yaml's `response` allows: a block verdict with block disabled
-        # falls back to the strongest enabled level below it.
-        verdict = self._verdicts.get(principal)
-        if verdict is None:
-            return "log"
-        wanted = LEVELS.index(verdict) if verdict in LEVELS else 0
-        enabled = [i for i, level in enumerate(LEVELS) if level in self._state.config.response and i <= wanted]
-        return LEVELS[max(enabled, default=0)]
 
     async def handle(self, request: Request) -> Response:
         """The response to ``request``; monitoring gets the request before this returns."""
@@ -303,12 +283,12 @@ class Guard:
             trace.decision = "bad_request"
             return error(400, f"cannot read the records ({wire.protocol}): {exc}")
         trace.inputs = X
-        if self._failed and self._monitor_failed(principal.id):
+        if self.verdicts.failed(principal.id):
             # Monitoring failed on this principal's request: fail closed, with the reply a block gets.
             trace.decision = "monitor_error"
             self._monitor_refusals.inc()
             return _limited(await self._limits.refusal(principal.id, tier))
-        level = self._level(principal.id) if self._verdicts else "log"
+        level = self.verdicts.level(principal.id, cfg.response)
         if level == "block":
             trace.decision = "blocked"
             return _limited(await self._limits.refusal(principal.id, tier))
@@ -385,21 +365,9 @@ class Guard:
             log.warning("request %s was answered but not monitored: the monitoring queue is full", trace.request_id)
 
     def _on_result(self, principal: str, level: Optional[Level], error: Optional[Exception]) -> None:
-        """Monitoring's report on one event (runs in a monitoring thread; dict updates are atomic)."""
-        if not principal:
-            return
-        if error is not None:
-            if self._state.config.monitoring.on_error == "deny":
-                now = time.monotonic()
-                if len(self._failed) >= _MAX_FAILED:  # bounded: drop the refusals that have run out
-                    for who in [p for p, until in list(self._failed.items()) if until <= now]:
-                        self._failed.pop(who, None)
-                self._failed[principal] = now + self._state.config.monitoring.error_block_seconds
-            return
-        if level is None or level == "log":
-            self._verdicts.pop(principal, None)  # keep the table to the principals under suspicion
-        else:
-            self._verdicts[principal] = level
+        """Monitoring's report on one event (runs in a monitoring thread)."""
+        mon = self._state.config.monitoring
+        self.verdicts.record(principal, level, error, deny=mon.on_error == "deny", block_seconds=mon.error_block_seconds)
 
     async def drain(self, timeout: float = 10.0) -> bool:
         """Wait until monitoring has seen every request handled so far (for tests and shutdown)."""

@@ -1,0 +1,107 @@
+"""The monitoring process's side of privaudit.guard.monitor_process: build the monitor, then answer
+each batch of events with one message of results.
+
+Messages (multiprocessing.Connection framing, first byte the kind):
+
+    guard -> child   E records (privaudit.guard.codec)   S u64 mark (drain: answer after what came before)
+    child -> guard   O ready | X one-line error (could not start) | R JSON [[principal, level, error], ...]
+                     S u64 mark + metrics text | M metrics text (at most every METRICS_EVERY while busy)
+"""
+
+from __future__ import annotations
+
+import gc
+import importlib
+import logging
+import os
+import signal
+import struct
+import sys
+import time
+from multiprocessing.connection import Connection
+from typing import Any
+
+import orjson
+from prometheus_client import CollectorRegistry, generate_latest
+
+from privaudit.errors import PrivauditError
+from privaudit.guard.codec import decode_events
+
+METRICS_EVERY = 1.0  # seconds between metric snapshots from a busy child
+EVENTS, SYNC, RESULTS, METRICS, READY, FAILED = b"E", b"S", b"R", b"M", b"O", b"X"
+U64 = struct.Struct("<Q")
+BATCH = 256  # messages the child takes before it answers
+LINGER = 0.002  # seconds the child waits after a small batch (a verdict arrives at most this much later)
+NICENESS = 5  # the request path first: under CPU contention monitoring yields, and its bounded queue absorbs the lag
+
+
+def child_main(settings: dict[str, Any], inbox: Connection, outbox: Connection) -> None:
+    """Build the monitor, then answer each message of events with one message of results."""
+    # The fork server outlives tests that change the working folder or the environment; take the
+    # guard's, so relative log paths and key_env variables mean what they mean to the guard.
+    os.chdir(settings["cwd"])
+    os.environ.clear()
+    os.environ.update(settings["environ"])
+    # Ctrl-C reaches the whole process group: the guard decides when monitoring stops (it closes the
+    # pipe). A SIGTERM sent to this process alone still flushes the log before it exits.
+    try:
+        os.nice(NICENESS)
+    except (AttributeError, OSError):
+        pass
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(0))
+    logging.basicConfig(level=settings["log_level"], format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from privaudit.guard.server import install_redaction
+
+    install_redaction()
+    try:
+        module, _, name = settings["factory"].partition(":")
+        build = getattr(importlib.import_module(module), name)
+        registry = CollectorRegistry()
+        monitor = build(**settings["monitor"], metrics_registry=registry)
+    except PrivauditError as exc:
+        outbox.send_bytes(FAILED + str(exc).encode())
+        return
+    except Exception as exc:
+        outbox.send_bytes(FAILED + f"guard monitoring could not start: {type(exc).__name__}: {exc}".encode())
+        return
+    gc.collect()
+    gc.freeze()  # what was built to start lives as long as the process: keep it out of every collection
+    outbox.send_bytes(READY)
+    last_metrics = time.monotonic()
+    try:
+        ended = False
+        while not ended:
+            messages: list[bytes] = []
+            try:
+                messages.append(inbox.recv_bytes())
+                while len(messages) < BATCH and inbox.poll(0):  # what else is waiting: one answer for all
+                    messages.append(inbox.recv_bytes())
+            except EOFError:
+                ended = True  # the guard closed the pipe: monitor what arrived before it, then stop
+            results: list[list[Any]] = []
+            for message in messages:
+                kind, body = message[:1], message[1:]
+                if kind == SYNC:  # answered after the results of every event sent before it
+                    if results:
+                        outbox.send_bytes(RESULTS + orjson.dumps(results))
+                        results = []
+                    outbox.send_bytes(SYNC + body[:8] + generate_latest(registry))
+                    continue
+                for event in decode_events(body):
+                    try:
+                        results.append([event.principal, monitor.observe(event).level, None])
+                    except Exception as exc:  # MonitorError (counted by the monitor): the guard refuses the principal
+                        results.append([event.principal, None, f"{type(exc).__name__}: {exc}"[:300]])
+            if results:
+                outbox.send_bytes(RESULTS + orjson.dumps(results))
+            if len(messages) < BATCH and not ended:
+                # Let events gather: one wake-up for several of them, not one per event. Each wake-up of
+                # this process can preempt the guard or the model server on a busy host.
+                time.sleep(LINGER)
+            now = time.monotonic()
+            if now - last_metrics >= METRICS_EVERY:
+                last_metrics = now
+                outbox.send_bytes(METRICS + generate_latest(registry))
+    finally:
+        monitor.close()
