@@ -97,7 +97,7 @@ def test_the_real_monitor_runs_in_the_child_and_writes_the_query_log(tmp_path: P
     assert asyncio.run(scenario()) == [200] * 3
     assert len(log.read_text().splitlines()) == 3
     assert sample(app, "privaudit_guard_queries_total") == 6
-    assert queue(app).process.exitcode == 0
+    assert queue(app).process.returncode == 0
 
 
 @pytest.mark.parametrize(("on_error", "expected"), [("deny", 503), ("allow", 200)])

@@ -14,6 +14,7 @@ import gc
 import importlib
 import logging
 import os
+import pickle
 import signal
 import struct
 import sys
@@ -31,17 +32,13 @@ METRICS_EVERY = 1.0  # seconds between metric snapshots from a busy child
 EVENTS, SYNC, RESULTS, METRICS, READY, FAILED = b"E", b"S", b"R", b"M", b"O", b"X"
 U64 = struct.Struct("<Q")
 BATCH = 256  # messages the child takes before it answers
-LINGER = 0.002  # seconds the child waits after a small batch (a verdict arrives at most this much later)
+LINGER = 0.005  # seconds the child waits after a small batch (a verdict arrives at most this much later)
 NICENESS = 5  # the request path first: under CPU contention monitoring yields, and its bounded queue absorbs the lag
 
 
 def child_main(settings: dict[str, Any], inbox: Connection, outbox: Connection) -> None:
     """Build the monitor, then answer each message of events with one message of results."""
-    # The fork server outlives tests that change the working folder or the environment; take the
-    # guard's, so relative log paths and key_env variables mean what they mean to the guard.
-    os.chdir(settings["cwd"])
-    os.environ.clear()
-    os.environ.update(settings["environ"])
+    sys.path[:] = settings["sys_path"]
     # Ctrl-C reaches the whole process group: the guard decides when monitoring stops (it closes the
     # pipe). A SIGTERM sent to this process alone still flushes the log before it exits.
     try:
@@ -105,3 +102,19 @@ def child_main(settings: dict[str, Any], inbox: Connection, outbox: Connection) 
                 outbox.send_bytes(METRICS + generate_latest(registry))
     finally:
         monitor.close()
+
+
+def main(argv: list[str]) -> None:
+    """``python -m privaudit.guard.monitor_child INBOX_FD OUTBOX_FD`` (started by the guard): the
+    settings arrive first on the inbox, pickled (the guard is the only writer of this pipe)."""
+    inbox = Connection(int(argv[0]), writable=False)
+    outbox = Connection(int(argv[1]), readable=False)
+    try:
+        settings = pickle.loads(inbox.recv_bytes())
+    except EOFError:
+        return
+    child_main(settings, inbox, outbox)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -21,22 +21,25 @@ Fail closed, as the in-process queue (privaudit.guard.worker) does:
 
 The child's Prometheus metrics (alarms, escalations, log records, errors) reach the guard's registry
 as text: the child sends a snapshot at most once a second while busy and with every ``drain``.
-The child is started from a fork server that has already imported the monitoring code, so a start
-costs a fork, not a fresh interpreter.
+The child is a fresh interpreter (``python -m privaudit.guard.monitor_child``); starting it costs a second
+or two of imports, once per guard start.
 """
 
 from __future__ import annotations
 
-import logging
-import multiprocessing
 import fcntl
+import logging
 import os
+import pickle
 import select
 import struct
+import subprocess
+import sys
 import threading
 import time
 from collections import deque
 from collections.abc import Iterator
+from multiprocessing.connection import Connection
 from typing import Any, Optional
 
 import orjson
@@ -47,21 +50,13 @@ from prometheus_client.parser import text_string_to_metric_families
 from privaudit.errors import ConfigError
 from privaudit.guard.codec import encode_event
 from privaudit.guard.events import QueryEvent
-from privaudit.guard.monitor_child import EVENTS, FAILED, METRICS, READY, RESULTS, SYNC, U64, child_main
+from privaudit.guard.monitor_child import EVENTS, FAILED, METRICS, READY, RESULTS, SYNC, U64
 from privaudit.guard.worker import OnResult, event_bytes
 
 log = logging.getLogger("privaudit.guard")
 START_TIMEOUT = 120.0  # seconds for the child to build the monitor (calibration data is read here)
 _LENGTH = struct.Struct("!i")  # multiprocessing.Connection's frame header, so the child reads with recv_bytes
 PIPE_BYTES = 2**20
-
-
-def _context() -> Any:
-    if "forkserver" in multiprocessing.get_all_start_methods():
-        ctx = multiprocessing.get_context("forkserver")
-        ctx.set_forkserver_preload(["privaudit.guard.monitoring"])
-        return ctx
-    return multiprocessing.get_context("spawn")
 
 
 class _ChildMetrics:
@@ -98,15 +93,22 @@ class ProcessQueue:
                         registry=registry)
         self._child_metrics = _ChildMetrics()
         registry.register(self._child_metrics)  # type: ignore[arg-type, unused-ignore]
-        ctx = _context()
-        inbox, self._to_child = ctx.Pipe(duplex=False)
-        self._from_child, outbox = ctx.Pipe(duplex=False)
-        self.process = ctx.Process(target=child_main, args=(settings, inbox, outbox), name="privaudit-monitor",
-                                   daemon=True)
-        self.process.start()
-        inbox.close()  # the child holds these ends now: its death closes the pipe and we read end-of-file
-        outbox.close()
-        self._fd = self._to_child.fileno()
+        # A fresh interpreter (python -m privaudit.guard.monitor_child), not multiprocessing: its spawn and
+        # fork-server starts re-run the main script of whoever embeds the guard, and fork copies a process
+        # with threads. The child inherits our working folder and environment (relative log paths and
+        # key_env mean the same), and the two pipe ends it needs, nothing else.
+        inbox, to_child = os.pipe()
+        from_child, outbox = os.pipe()
+        try:
+            self.process = subprocess.Popen([sys.executable, "-m", "privaudit.guard.monitor_child", str(inbox), str(outbox)],
+                                            pass_fds=(inbox, outbox), stdin=subprocess.DEVNULL)
+        finally:
+            os.close(inbox)  # the child holds these ends now: its death closes the pipe and we read end-of-file
+            os.close(outbox)
+        self._to_child = Connection(to_child, readable=False)
+        self._from_child = Connection(from_child, writable=False)
+        self._to_child.send_bytes(pickle.dumps(settings))  # read first thing by the child
+        self._fd = to_child
         # Messages are written from the event loop without blocking it (a stalled child must never stall
         # requests); a larger pipe leaves the writer thread idle unless the child falls well behind.
         os.set_blocking(self._fd, False)
@@ -131,13 +133,15 @@ class ProcessQueue:
             message = b""
         if message[:1] == READY:
             return
-        self.process.join(5)
-        if self.process.is_alive():
+        try:
+            self.process.wait(5)
+        except subprocess.TimeoutExpired:
             self.process.kill()
+            self.process.wait()
         self._close_pipes()
         if message[:1] == FAILED:
             raise ConfigError(message[1:].decode("utf-8", "replace"))
-        why = f"exit code {self.process.exitcode}" if message == b"" and ready else f"no answer within {timeout:g} s"
+        why = f"exit code {self.process.returncode}" if message == b"" and ready else f"no answer within {timeout:g} s"
         raise ConfigError(f"the guard's monitoring process did not start ({why}); see the lines above for its error")
 
     @property
@@ -254,9 +258,12 @@ class ProcessQueue:
         self.up.set(0)
         self.depth.set(0)
         if not self._stopping:
-            self.process.join(1)
+            try:
+                self.process.wait(1)
+            except subprocess.TimeoutExpired:
+                pass
             log.error("the monitoring process stopped (exit code %s) with %d events unmonitored; requests are now "
-                      "refused unless monitoring.on_error is allow; restart the guard", self.process.exitcode, len(lost))
+                      "refused unless monitoring.on_error is allow; restart the guard", self.process.returncode, len(lost))
             for principal, _ in lost:
                 try:
                     self.on_result(principal, None, RuntimeError("the monitoring process stopped"))
@@ -285,11 +292,16 @@ class ProcessQueue:
             self._stopping = True
             self._cond.notify_all()
         self._writer.join(timeout)
-        self.process.join(timeout)
-        if self.process.is_alive():
+        try:
+            self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
             log.error("monitoring process: still busy after %g s at shutdown; stopping it", timeout)
             self.process.terminate()
-            self.process.join(5)
+            try:
+                self.process.wait(5)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
         self._reader.join(5)
         self._close_pipes()
 
@@ -307,8 +319,7 @@ def monitor_settings(cfg: Any, log_level: Optional[int] = None,
     ``factory`` ("module:function", called with build_monitor's arguments) builds it."""
     return {
         "factory": factory,
-        "cwd": os.getcwd(),
-        "environ": dict(os.environ),
+        "sys_path": list(sys.path),  # e.g. a factory from a folder the guard's caller put on the path
         "log_level": log_level if log_level is not None else logging.getLogger("privaudit").getEffectiveLevel(),
         "monitor": {"log": cfg.log, "detectors": cfg.detector_settings(), "response": list(cfg.response),
                     "allow": list(cfg.allow), "alerts": cfg.alerts, "escalation": cfg.escalation or None,
