@@ -1118,9 +1118,10 @@ def write_report(out: Path, cfg_name: str, cfg: dict[str, Any], seed: int, start
                   f"{'met' if (best or 0) >= 500 else 'not met'} ({best}/s).", ""]
     lines += [f"Highest rate sustained through the guard: **{best}/s** (rates tried: "
               f"{', '.join(str(r['rate']) for r in lat['runs'])}; the ladder stops at the first rate the guard does "
-              f"not sustain). The model server alone {direct_text}. One guard process is one Python event "
-              "loop; it shares the two cores with the model server, the load generator and anything else running. "
-              "Run more guard processes behind a load balancer (limits in Redis) for more.", ""]
+              f"not sustain). The model server alone {direct_text}. One guard is one Python event loop plus its "
+              "monitoring process; both share the two cores with the model server, the load generator and anything "
+              "else running (see the CPU and load columns). Beyond one guard's rate, run more guard processes behind "
+              "a load balancer (limits in Redis), each with its own monitoring process (not measured here).", ""]
     lines += ["## privaudit monitor", "",
               f"`privaudit monitor` (all seven detectors, default settings) over a generated query log written with the "
               f"guard's own record code: {mon['requests']:,} requests, {mon['queries']:,} queries, 200 ordinary "
