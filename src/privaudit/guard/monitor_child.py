@@ -4,7 +4,7 @@ each batch of events with one message of results.
 Messages (multiprocessing.Connection framing, first byte the kind):
 
     guard -> child   E records (privaudit.guard.codec)   S u64 mark (drain: answer after what came before)
-    child -> guard   O ready | X one-line error (could not start) | R JSON [[principal, level, error], ...]
+    child -> guard   O ready | X one-line error (could not start) | R JSON [done, [[principal, level, error], ...]]
                      S u64 mark + metrics text | M metrics text (at most every METRICS_EVERY while busy)
 """
 
@@ -32,6 +32,7 @@ METRICS_EVERY = 1.0  # seconds between metric snapshots from a busy child
 EVENTS, SYNC, RESULTS, METRICS, READY, FAILED = b"E", b"S", b"R", b"M", b"O", b"X"
 U64 = struct.Struct("<Q")
 BATCH = 256  # messages the child takes before it answers
+ACK_EVERY = 0.05  # seconds a count of uneventful events may wait (the guard's queue bound counts them until then)
 LINGER = 0.005  # seconds the child waits after a small batch (a verdict arrives at most this much later)
 NICENESS = 5  # the request path first: under CPU contention monitoring yields, and its bounded queue absorbs the lag
 
@@ -65,6 +66,7 @@ def child_main(settings: dict[str, Any], inbox: Connection, outbox: Connection) 
     gc.collect()
     gc.freeze()  # what was built to start lives as long as the process: keep it out of every collection
     outbox.send_bytes(READY)
+    answers = _Answers(outbox)
     last_metrics = time.monotonic()
     try:
         ended = False
@@ -76,22 +78,18 @@ def child_main(settings: dict[str, Any], inbox: Connection, outbox: Connection) 
                     messages.append(inbox.recv_bytes())
             except EOFError:
                 ended = True  # the guard closed the pipe: monitor what arrived before it, then stop
-            results: list[list[Any]] = []
             for message in messages:
                 kind, body = message[:1], message[1:]
                 if kind == SYNC:  # answered after the results of every event sent before it
-                    if results:
-                        outbox.send_bytes(RESULTS + orjson.dumps(results))
-                        results = []
+                    answers.flush()
                     outbox.send_bytes(SYNC + body[:8] + generate_latest(registry))
                     continue
                 for event in decode_events(body):
                     try:
-                        results.append([event.principal, monitor.observe(event).level, None])
+                        answers.add(event.principal, monitor.observe(event).level, None)
                     except Exception as exc:  # MonitorError (counted by the monitor): the guard refuses the principal
-                        results.append([event.principal, None, f"{type(exc).__name__}: {exc}"[:300]])
-            if results:
-                outbox.send_bytes(RESULTS + orjson.dumps(results))
+                        answers.add(event.principal, None, f"{type(exc).__name__}: {exc}"[:300])
+            answers.flush(urgent_only=not ended)
             if len(messages) < BATCH and not ended:
                 # Let events gather: one wake-up for several of them, not one per event. Each wake-up of
                 # this process can preempt the guard or the model server on a busy host.
@@ -99,9 +97,40 @@ def child_main(settings: dict[str, Any], inbox: Connection, outbox: Connection) 
             now = time.monotonic()
             if now - last_metrics >= METRICS_EVERY:
                 last_metrics = now
+                answers.flush()
                 outbox.send_bytes(METRICS + generate_latest(registry))
     finally:
         monitor.close()
+
+
+class _Answers:
+    """Results on their way to the guard: ``[done, [[principal, level, error], ...]]``. ``done`` counts the
+    events monitored (the guard's queue bound); only what changes something is listed: a level above
+    ``log``, a principal's return to ``log``, an error. Those go at once; a plain count waits up to
+    ACK_EVERY, so an ordinary request costs the guard no wake-up of its own."""
+
+    def __init__(self, outbox: Connection) -> None:
+        self.outbox = outbox
+        self.done = 0
+        self.notable: list[list[Any]] = []
+        self.raised: set[str] = set()  # principals last reported above "log"
+        self.since = time.monotonic()
+
+    def add(self, principal: str, level: str | None, error: str | None) -> None:
+        self.done += 1
+        if error is not None or level != "log":
+            self.notable.append([principal, level, error])
+            if level is not None:
+                self.raised.add(principal)
+        elif principal in self.raised:
+            self.raised.discard(principal)
+            self.notable.append([principal, level, None])
+
+    def flush(self, urgent_only: bool = False) -> None:
+        if not self.done or (urgent_only and not self.notable and time.monotonic() - self.since < ACK_EVERY):
+            return
+        self.outbox.send_bytes(RESULTS + orjson.dumps([self.done, self.notable]))
+        self.done, self.notable, self.since = 0, [], time.monotonic()
 
 
 def main(argv: list[str]) -> None:

@@ -3,10 +3,12 @@ interpreter lock.
 
 In one process, the detectors (a few milliseconds of numpy and Python per request) held the GIL the
 event loop needed to answer requests, so every request waited behind the monitoring of earlier ones.
-Here the guard encodes each QueryEvent (privaudit.guard.codec), a writer thread sends batches of them
-down a pipe, and a child process runs ``Monitor.observe`` on each and sends back one small result per
-event: the principal and its response level, or the error that monitoring hit. A reader thread in
-the guard applies the results; as before, a verdict applies to the principal's next requests.
+Here the guard encodes each QueryEvent (privaudit.guard.codec) once its answer has been sent and writes
+it to a pipe from the event loop without blocking (a writer thread takes over only when the pipe is
+full); a child process (privaudit.guard.monitor_child) runs ``Monitor.observe`` on each and answers with
+how many events it monitored and every verdict that changes something: a principal raised above
+``log`` or back to it, or the error monitoring hit. A reader thread in the guard applies them; as
+before, a verdict applies to the principal's next requests.
 
 Fail closed, as the in-process queue (privaudit.guard.worker) does:
 
@@ -234,14 +236,17 @@ class ProcessQueue:
             log.exception("monitoring: unreadable message from the monitoring process")
         self._down()
 
-    def _results(self, results: list[list[Any]]) -> None:
+    def _results(self, answer: list[Any]) -> None:
+        """``[done, notable]``: the next ``done`` events were monitored; ``notable`` lists the verdicts that
+        change something (the child leaves out principals that stay at "log")."""
+        done, notable = answer
         with self._cond:
-            taken = [self._sizes.popleft() for _ in results]
+            taken = [self._sizes.popleft() for _ in range(done)]
             self._bytes -= sum(size for _, size in taken)
             depth = len(self._sizes)
             self._cond.notify_all()
         self.depth.set(depth)
-        for principal, level, error in results:
+        for principal, level, error in notable:
             try:
                 self.on_result(principal, level, None if error is None else RuntimeError(error))
             except Exception:
