@@ -802,15 +802,39 @@ def cpu_seconds(pid: int) -> float:
         return float("nan")
 
 
+def descendants(pid: int) -> list[int]:
+    """Every process below ``pid`` (the guard's monitoring process hangs off a fork server it started)."""
+    parents: dict[int, list[int]] = defaultdict(list)
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as fh:
+                    parents[int(fh.read().rsplit(")", 1)[1].split()[1])].append(int(entry))
+            except (OSError, IndexError, ValueError):
+                continue
+    out, todo = [], [pid]
+    while todo:
+        kids = parents.get(todo.pop(), [])
+        out += kids
+        todo += kids
+    return out
+
+
 def measured(dep: Deployment, base: str, rate: float, seconds: float, bodies: list[bytes],
              headers: list[dict[str, str]]) -> dict[str, Any]:
-    """One load run, with the share of a core the model server and the guard used meanwhile."""
-    before = [cpu_seconds(p.pid) for p in dep.procs]
+    """One load run, with the share of a core the model server, the guard, the guard's monitoring
+    process (its descendants) and this load generator used meanwhile, and the load average after it."""
+    monitors = descendants(dep.procs[1].pid)
+    before = [cpu_seconds(p.pid) for p in dep.procs] + [sum(cpu_seconds(m) for m in monitors)]
+    mine = time.process_time()
     began = time.perf_counter()
     result = asyncio.run(_load(base, rate, seconds, bodies, headers))
     wall = time.perf_counter() - began
-    used = [round(100 * (cpu_seconds(p.pid) - b) / wall) for p, b in zip(dep.procs, before)]
-    return {**result, "cpu_percent": {"model_server": used[0], "guard": used[1]}}
+    after = [cpu_seconds(p.pid) for p in dep.procs] + [sum(cpu_seconds(m) for m in monitors)]
+    used = [round(100 * (a - b) / wall) for a, b in zip(after, before)]
+    return {**result, "cpu_percent": {"model_server": used[0], "guard": used[1], "monitoring": used[-1],
+                                      "load_generator": round(100 * (time.process_time() - mine) / wall)},
+            "load_1min": round(os.getloadavg()[0], 2)}
 
 
 def latency(data: Data, model: Any, cfg: dict[str, Any], seed: int, folder: Path) -> dict[str, Any]:
@@ -1051,7 +1075,8 @@ def write_report(out: Path, cfg_name: str, cfg: dict[str, Any], seed: int, start
               "Open-loop load from this process (keep-alive connections on asyncio streams; a request is due at i / rate "
               "and its latency counts from then, so queueing is charged), one row per request, 20 principals in a "
               "`load` tier with limits far above the load, rows fresh in-distribution digits; all monitoring on "
-              "(query log and all detectors, run by a worker thread off the request path). Each rate runs straight to the model server, then through the guard, "
+              "(query log and all detectors, run by the guard's monitoring process, fed through a bounded pipe off the "
+              "request path). Each rate runs straight to the model server, then through the guard, "
               f"{cfg['rate_seconds']:.0f} s each, in the same run. *Sustained*: every request answered 200, the "
               "schedule finished within 5 % of its length and p99 below 250 ms (a queue that keeps growing puts even "
               "the median in seconds).", ""]
@@ -1063,19 +1088,26 @@ def write_report(out: Path, cfg_name: str, cfg: dict[str, Any], seed: int, start
         rows.append([f"{r['rate']}/s", f"{d['p50_ms']:.1f} / {d['p99_ms']:.1f}",
                      "-" if g["p50_ms"] is None else f"{g['p50_ms']:.1f} / {g['p99_ms']:.1f}",
                      "-" if add50 is None else f"**{add50:+.1f}** / **{add99:+.1f}**", f"{g['achieved']}/s",
-                     g["cpu_percent"]["guard"], "yes" if sustained(g) else "no"])
+                     g["cpu_percent"]["guard"], g["cpu_percent"].get("monitoring", "-"),
+                     g["cpu_percent"]["model_server"], g["cpu_percent"].get("load_generator", "-"),
+                     g.get("load_1min", "-"), "yes" if sustained(g) else "no"])
     lines += table(["offered", "direct p50 / p99 (ms)", "guard p50 / p99 (ms)", "added p50 / p99 (ms)",
-                    "guard achieved", "guard CPU (% of a core)", "sustained"], rows)
+                    "guard achieved", "CPU % of a core: guard", "monitoring", "model server", "load generator",
+                    "1-min load after", "sustained"], rows)
+    lines += ["CPU columns are for the run through the guard; the load generator is this process; "
+              "*1-min load after* is the load average at the end of that run (2 cores).", ""]
     best = max((r["rate"] for r in lat["runs"] if sustained(r["guard"])), default=None)
     slow = [str(r["rate"]) for r in lat["runs"] if not sustained(r["direct"])]
     direct_text = "sustained every rate tried" if not slow else f"did not sustain {', '.join(slow)}/s either"
     first = lat["runs"][0]["guard"] if lat["runs"] else None
     if first and first["achieved"]:
         per = first["cpu_percent"]["guard"] * 10.0 / first["achieved"]
+        mon_per = first["cpu_percent"].get("monitoring", 0) * 10.0 / first["achieved"]
         lines += [f"At {lat['runs'][0]['rate']}/s the guard process used {first['cpu_percent']['guard']} % of a core, "
-                  f"about **{per:.1f} ms of CPU per request** (HTTP in and out, identity, limits, hardening, query log "
-                  f"and seven detectors); with a core to itself that would be about {1000 / per:.0f} requests/s "
-                  "(derived, not measured).", ""]
+                  f"about **{per:.2f} ms of CPU per request** (HTTP in and out, identity, limits, hardening, handing "
+                  f"the event to monitoring); its monitoring process used {first['cpu_percent'].get('monitoring')} %, "
+                  f"about {mon_per:.2f} ms per request (query log and seven detectors). With a core to itself the "
+                  f"guard process would take about {1000 / max(per, 1e-9):.0f} requests/s (derived, not measured).", ""]
     at200 = next((r for r in lat["runs"] if r["rate"] == 200), None)
     if at200 is not None and at200["guard"]["p50_ms"] is not None:
         a50 = at200["guard"]["p50_ms"] - at200["direct"]["p50_ms"]
@@ -1086,9 +1118,10 @@ def write_report(out: Path, cfg_name: str, cfg: dict[str, Any], seed: int, start
                   f"{'met' if (best or 0) >= 500 else 'not met'} ({best}/s).", ""]
     lines += [f"Highest rate sustained through the guard: **{best}/s** (rates tried: "
               f"{', '.join(str(r['rate']) for r in lat['runs'])}; the ladder stops at the first rate the guard does "
-              f"not sustain). The model server alone {direct_text}. One guard process is one Python event "
-              "loop; it shares the two cores with the model server, the load generator and anything else running. "
-              "Run more guard processes behind a load balancer (limits in Redis) for more.", ""]
+              f"not sustain). The model server alone {direct_text}. One guard is one Python event loop plus its "
+              "monitoring process; both share the two cores with the model server, the load generator and anything "
+              "else running (see the CPU and load columns). Beyond one guard's rate, run more guard processes behind "
+              "a load balancer (limits in Redis), each with its own monitoring process (not measured here).", ""]
     lines += ["## privaudit monitor", "",
               f"`privaudit monitor` (all seven detectors, default settings) over a generated query log written with the "
               f"guard's own record code: {mon['requests']:,} requests, {mon['queries']:,} queries, 200 ordinary "

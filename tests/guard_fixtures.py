@@ -194,3 +194,28 @@ def upstream(model: Any) -> Iterator[str]:
     """A KServe-style server for ``model`` on 127.0.0.1, for the module's tests."""
     with serve(iris_app(model, FEATURES, CLASSES, Recorder())) as base:
         yield base
+
+
+class ScriptedMonitor:
+    """A monitor for the monitoring process (``monitor_settings(factory="guard_fixtures:scripted_monitor")``):
+    principals whose id names "mallory" are blocked, monitoring fails on those naming "bob"."""
+
+    def __init__(self, registry: Any) -> None:
+        from prometheus_client import Counter
+
+        self.errors = Counter("privaudit_guard_monitor_errors", "Events the monitor could not process", registry=registry)
+        self.seen = Counter("privaudit_guard_queries", "Rows seen", registry=registry)
+
+    def observe(self, event: QueryEvent) -> Verdict:
+        self.seen.inc(len(event.inputs))
+        if "bob" in event.principal:
+            self.errors.inc()
+            raise RuntimeError("boom")
+        return Verdict(level="block" if "mallory" in event.principal else "log")
+
+    def close(self) -> None:
+        pass
+
+
+def scripted_monitor(**settings: Any) -> ScriptedMonitor:
+    return ScriptedMonitor(settings["metrics_registry"])

@@ -103,8 +103,9 @@ def test_rows_of_ever_new_widths_keep_projection_memory_bounded() -> None:
 def test_requests_refused_with_429_cost_no_monitoring_work(tmp_path: Path, upstream: str, keys: dict[str, str]) -> None:
     cfg = guard_config(tmp_path, upstream, limits={"default": "6/minute"}, detectors=ALL,
                        log={"path": str(tmp_path / "q.jsonl"), "key_env": KEY_ENV})
-    app = build_app(cfg)
-    mon = app.state.guard.monitor
+    # The monitor in this process (a worker thread), so the test can look inside it.
+    mon = build_monitor(cfg.log, cfg.detector_settings(), cfg.response, cfg.allow, cfg.alerts)
+    app = build_app(cfg, monitor=mon)
 
     async def scenario() -> list[int]:
         async with guarded(app) as c:
@@ -163,8 +164,9 @@ def test_a_row_of_huge_values_is_refused_before_forwarding_and_probing_is_still_
 def test_a_monitoring_error_refuses_the_principal_and_is_counted(tmp_path: Path, upstream: str, keys: dict[str, str],
                                                                  on_error: str, expected: int) -> None:
     cfg = guard_config(tmp_path, upstream, detectors={"prada": {}}, monitoring={"on_error": on_error})
-    app = build_app(cfg)
-    mon = app.state.guard.monitor
+    # In this process, so the test can break it (test_guard_process covers errors in the monitoring process).
+    mon = build_monitor(cfg.log, cfg.detector_settings(), cfg.response, cfg.allow, cfg.alerts)
+    app = build_app(cfg, monitor=mon)
 
     def broken(event: Any) -> Any:
         raise RuntimeError("boom")

@@ -9,6 +9,7 @@ addresses) and through httpx's ASGI transport elsewhere.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import re
 import signal
@@ -641,3 +642,71 @@ def test_the_cli_serves_reloads_on_sighup_and_stops_on_sigterm(tmp_path: Path, u
             proc.wait()
         if proc.stdout:
             proc.stdout.close()
+
+
+def test_the_upstream_pool_reuses_one_kept_alive_connection(upstream: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    from privaudit.guard import upstream as pool_module
+
+    opened: list[int] = []
+    original = pool_module.UpstreamPool._open
+
+    async def counted(self: Any) -> Any:
+        opened.append(1)
+        return await original(self)
+
+    monkeypatch.setattr(pool_module.UpstreamPool, "_open", counted)
+
+    async def scenario() -> list[int]:
+        pool = pool_module.UpstreamPool(upstream, 4)
+        try:
+            return [(await pool.post("/v1/models/iris:predict", b'{"instances":[[5.1,3.5,1.4,0.2]]}', "t", 5.0)).status_code
+                    for _ in range(5)]
+        finally:
+            await pool.aclose()
+
+    assert asyncio.run(scenario()) == [200] * 5
+    assert len(opened) == 1  # one connection for five sequential requests, not one each
+
+
+@pytest.mark.parametrize("body", [
+    b'{"instances": [[5.1, 3.5, 1.4, 0.2]]}', b'{"instances":[[1,2],[3,4]]}', b'{"instances": [[-0.0, 1e-5, 2E3, 7]]}',
+    b'{"instances": [[1, 2], [3]]}', b'{"instances": [[[1, 2]]]}', b'{"instances": [1, 2]}', b'{"instances": []}',
+    b'{"instances": [[]]}', b'{"instances": [[true, 1]]}', b'{"instances": [[null, 1]]}', b'{"instances": [["1", 2]]}',
+    b'{"instances": [[1, 2]], "instances": [[3, 4]]}', b'{"instance\\u0073": [[1, 2]]}', b'{"other": [[1, 2]]}',
+    b'{"instances": [[' + b"1" * 41 + b', 2]]}', b'{"instances": [[1e999, 2]]}', b'{"instances": [[NaN, 2]]}',
+    b'{"instances": [[1e300, 2]]}', b'{"instances": [[1, 2]]', b'[[1, 2]]', b'{"instances": [[1, 2,]]}',
+    b'{"instances": [[12345678901234567890123, 2]]}', b'\xff{"instances": [[1]]}', b' {"instances" : [ [ 1 , 2 ] ] } ',
+])
+def test_the_fast_reader_accepts_and_refuses_exactly_what_the_exact_reader_does(body: bytes, monkeypatch: pytest.MonkeyPatch) -> None:
+    from privaudit.guard import wire as wire_module
+    from privaudit.guard.config import RequestLimitsConfig
+    from privaudit.models._http_protocols import WireFormat
+
+    fmt, limits = WireFormat("kserve-v1"), RequestLimitsConfig()
+
+    def read() -> Any:
+        try:
+            return wire_module.parse_request(fmt, body, limits).tolist()
+        except ValueError as exc:
+            return str(exc)
+
+    fast = read()
+    monkeypatch.setattr(wire_module, "_fast_records", lambda body, limits: None)
+    assert fast == read()
+
+
+def test_records_are_sent_upstream_as_wire_format_would_send_them() -> None:
+    from privaudit.guard.wire import encode_records
+    from privaudit.models._http_protocols import WireFormat
+
+    X = np.array([[0.1, -0.0, 1e-300, 1.7e308], [1.0, 2.5, 3e16, 0.3333333333333333]])
+    for fmt in (WireFormat("kserve-v1"), WireFormat("v2"), WireFormat("custom", input_field="data.rows")):
+        assert json.loads(encode_records(fmt, X)) == json.loads(fmt.encode(X))
+
+
+def test_plain_kserve_bodies_take_the_fast_reader() -> None:
+    from privaudit.guard.config import RequestLimitsConfig
+    from privaudit.guard.wire import _fast_records
+
+    X = _fast_records(b'{"instances": [[5.1, 3.5, 1.4, 0.2], [1, 2, 3, 4]]}', RequestLimitsConfig())
+    assert X is not None and X.tolist() == [[5.1, 3.5, 1.4, 0.2], [1.0, 2.0, 3.0, 4.0]]

@@ -68,6 +68,7 @@ class RequestCounter:
         self.counter = Counter("privaudit_guard_requests", "Requests handled by the guard, by decision", ["decision"],
                                registry=registry)
         self._decisions: set[str] = set()
+        self._children: dict[str, Any] = {}  # decision -> its labelled counter (labels() costs a lock and a lookup)
 
     def label(self, decision: str) -> str:
         if decision in self._decisions:
@@ -78,7 +79,10 @@ class RequestCounter:
         return "other"
 
     def count(self, decision: str) -> None:
-        self.counter.labels(decision=self.label(decision)).inc()
+        child = self._children.get(decision)
+        if child is None:
+            child = self._children[decision] = self.counter.labels(decision=self.label(decision))
+        child.inc()
 
 
 class GuardMetrics:

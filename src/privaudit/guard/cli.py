@@ -26,7 +26,6 @@ from privaudit.guard.config import load_config
 guard_app = typer.Typer(add_completion=False, pretty_exceptions_enable=False,
                         help="The inference guard: a reverse proxy that authenticates, rate-limits, hardens and monitors model queries.")
 log = logging.getLogger("privaudit.guard")
-SWITCH_INTERVAL = 2e-4  # seconds (Python's default is 5e-3)
 
 ConfigOption = Annotated[Optional[Path], typer.Option("--config", "-c", help="The guard's YAML configuration (see docs/guard.md).")]
 
@@ -63,9 +62,9 @@ def serve(config_path: Path, host: Optional[str] = None, port: Optional[int] = N
         except OSError as exc:
             raise ConfigError(f"{config_path}: metrics.listen: cannot listen on {cfg.metrics.listen}: "
                               f"{exc.strerror or exc}; choose another host:port, or null for no metrics") from None
-    # The monitoring worker is a thread. Every system call on the event loop releases the interpreter
-    # and must win it back from the worker; a short switch interval bounds that wait.
-    sys.setswitchinterval(SWITCH_INTERVAL)
+    # Python's default thread switch interval (5 ms) is kept: monitoring runs in a process of its own, and
+    # the guard's threads (metrics, the monitoring pipe's reader) do a few microseconds of work per wake-up
+    # and block again; a shorter interval only made them take the interpreter from the event loop sooner.
     # Everything imported and built so far lives as long as the process: move it out of the garbage
     # collector's way, so a full collection walks only what requests created (a pause of about a
     # hundred milliseconds on a busy two-core host otherwise, at every full collection).

@@ -243,6 +243,9 @@ class JwtVerifier:
 # --- the whole identity step ----------------------------------------------------------------------
 
 
+MAX_CACHED_CLIENT_IPS = 4096
+
+
 class Identity:
     """Everything that names a principal, built from ``identity`` in guard.yaml."""
 
@@ -250,6 +253,9 @@ class Identity:
         self.keys = KeyStore(cfg.api_keys.file) if cfg.api_keys is not None else None
         self.jwt = JwtVerifier(cfg.jwt) if cfg.jwt is not None else None
         self._proxies: list[Network] = cfg.proxy_networks()
+        # (peer, X-Forwarded-For values) -> client address: parsing addresses is the costly part of a
+        # request's identity step, and a load balancer sends the same few combinations again and again.
+        self._client_ips: dict[tuple[str, tuple[str, ...]], str] = {}
 
     def authenticate(self, headers: Mapping[str, str]) -> Principal:
         api_key: Optional[str] = headers.get("x-api-key")
@@ -270,6 +276,16 @@ class Identity:
     def client_ip(self, peer: str, forwarded_for: list[str]) -> str:
         """The peer address, or, when the peer is a trusted proxy, the nearest untrusted hop of
         X-Forwarded-For read right to left (the left end is whatever the client chose to write)."""
+        key = (peer, tuple(forwarded_for))
+        found = self._client_ips.get(key)
+        if found is None:
+            found = self._client_ip(peer, forwarded_for)
+            if len(self._client_ips) >= MAX_CACHED_CLIENT_IPS:
+                self._client_ips.clear()  # bounded: clients choose their X-Forwarded-For
+            self._client_ips[key] = found
+        return found
+
+    def _client_ip(self, peer: str, forwarded_for: list[str]) -> str:
         try:
             addr: Address = ipaddress.ip_address(peer)
         except ValueError:

@@ -100,10 +100,17 @@ class LocalMovingWindow:
     def __init__(self, clock: Any = time.time) -> None:
         self.clock = clock
         self._windows: dict[str, tuple[deque[tuple[float, int]], list[int], float]] = {}
+        self._keys: dict[tuple[RateLimitItem, tuple[str, ...]], str] = {}
         self._hits = 0
 
     def _window(self, item: RateLimitItem, *identifiers: str) -> tuple[deque[tuple[float, int]], list[int], float]:
-        key = item.key_for(*identifiers)
+        # key_for escapes every identifier on every call, six calls per request: remember the keys
+        # (bounded, like the windows, by the principals active within SWEEP_EVERY hits).
+        key = self._keys.get((item, identifiers))
+        if key is None:
+            if len(self._keys) >= self.SWEEP_EVERY:
+                self._keys.clear()
+            key = self._keys[(item, identifiers)] = item.key_for(*identifiers)
         expiry = float(item.get_expiry())
         entry = self._windows.get(key)
         if entry is None:

@@ -3,7 +3,7 @@
 httpx's pool was the largest cost of the request path: with a few dozen requests in flight its
 bookkeeping walks every connection for every request, and under a burst that is quadratic. The guard
 sends one kind of request (a POST of JSON to one fixed server) and reads one kind of answer, so it
-speaks HTTP/1.1 itself on asyncio streams and parses answers with httptools (uvicorn's own parser).
+speaks HTTP/1.1 itself on asyncio transports and parses answers with httptools (uvicorn's own parser).
 
 A connection is reused only after a complete answer the server did not mark ``Connection: close``.
 A reused connection the server has closed meanwhile (its keep-alive timeout) fails before any answer
@@ -51,6 +51,12 @@ class _Reader:
         self.done = False
         self.close = False
         self.started = False
+        self.keep_alive = False
+
+    def on_headers_complete(self) -> None:
+        # Read here, not after the message: httptools (llhttp) answers False once a message is complete,
+        # which silently made every request open a new connection to the model server.
+        self.keep_alive = self.parser.should_keep_alive()
 
     def on_message_begin(self) -> None:
         self.started = True
@@ -64,6 +70,48 @@ class _Reader:
 
     def on_message_complete(self) -> None:
         self.done = True
+
+
+class _Connection(asyncio.Protocol):
+    """One kept-alive connection, read by callbacks: httptools parses each chunk as it arrives and the
+    waiting request is woken once, when its answer is complete (asyncio streams cost several
+    coroutine hops per read on the request path)."""
+
+    def __init__(self) -> None:
+        self.transport: asyncio.Transport | None = None
+        self.answer: _Reader | None = None
+        self.waiter: asyncio.Future[None] | None = None
+        self.lost = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        answer, waiter = self.answer, self.waiter
+        if answer is None or waiter is None or waiter.done():
+            self.close()  # bytes nobody asked for: the connection is out of step, never reuse it
+            return
+        try:
+            answer.parser.feed_data(data)
+        except httptools.HttpParserError as exc:
+            waiter.set_exception(UpstreamError(f"{type(exc).__name__}: {exc}"))
+            self.close()
+            return
+        if answer.done:
+            waiter.set_result(None)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.lost = True
+        waiter = self.waiter
+        if waiter is not None and not waiter.done():
+            started = self.answer is not None and self.answer.started
+            waiter.set_exception(UpstreamError("the model server closed the connection mid-answer") if started
+                                 else _Stale())
+
+    def close(self) -> None:
+        self.lost = True
+        if self.transport is not None:
+            self.transport.close()
 
 
 class UpstreamPool:
@@ -82,12 +130,14 @@ class UpstreamPool:
             auth = f"Authorization: Basic {base64.b64encode(pair).decode()}\r\n"
         self._head = f"Host: {host_header}\r\n{auth}Content-Type: application/json\r\nAccept: application/json\r\n"
         self._ssl = ssl.create_default_context() if self.tls else None
-        self._idle: deque[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = deque(maxlen=size)
+        self.size = size
+        self._idle: deque[_Connection] = deque()
 
     async def post(self, path: str, body: bytes, request_id: str, timeout: float) -> Answer:
         try:
-            return await asyncio.wait_for(self._post(path, body, request_id), timeout)
-        except asyncio.TimeoutError:
+            async with asyncio.timeout(timeout):  # a timer on this task, not a task of its own (wait_for)
+                return await self._post(path, body, request_id)
+        except TimeoutError:
             raise UpstreamError(f"no answer within {timeout:g} s") from None
 
     async def _post(self, path: str, body: bytes, request_id: str) -> Answer:
@@ -95,57 +145,48 @@ class UpstreamPool:
                    f"Content-Length: {len(body)}\r\n\r\n").encode("latin-1") + body
         while self._idle:
             conn = self._idle.pop()
+            if conn.lost:
+                continue
             try:
                 return await self._exchange(conn, request)
             except _Stale:
                 continue  # closed by the server while idle: the request never reached it
         return await self._exchange(await self._open(), request, fresh=True)
 
-    async def _open(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    async def _open(self) -> _Connection:
+        loop = asyncio.get_running_loop()
         try:
-            return await asyncio.open_connection(self.host, self.port, ssl=self._ssl, limit=2**20)
+            _, conn = await loop.create_connection(_Connection, self.host, self.port, ssl=self._ssl)
         except OSError as exc:
             raise UpstreamError(f"cannot connect to {self.host}:{self.port}: {exc.strerror or exc}") from None
+        return conn
 
-    async def _exchange(self, conn: tuple[asyncio.StreamReader, asyncio.StreamWriter], request: bytes,
-                        fresh: bool = False) -> Answer:
-        reader, writer = conn
-        answer = _Reader()
+    async def _exchange(self, conn: _Connection, request: bytes, fresh: bool = False) -> Answer:
+        answer = conn.answer = _Reader()
+        waiter = conn.waiter = asyncio.get_running_loop().create_future()
         try:
-            writer.write(request)
-            await writer.drain()
-            while not answer.done:
-                data = await reader.read(65536)
-                if not data:
-                    if not answer.started and not fresh:
-                        raise _Stale()
-                    raise UpstreamError("the model server closed the connection mid-answer")
-                answer.parser.feed_data(data)
-        except (_Stale, UpstreamError):
-            writer.close()
+            assert conn.transport is not None
+            conn.transport.write(request)
+            await waiter
+        except _Stale:
+            conn.close()
+            if fresh:
+                raise UpstreamError("the model server closed the connection before answering") from None
             raise
-        except (OSError, httptools.HttpParserError) as exc:
-            writer.close()
-            if not answer.started and not fresh:
-                raise _Stale() from None
-            raise UpstreamError(f"{type(exc).__name__}: {exc}") from None
-        except BaseException:  # cancelled (timeout): the connection is in an unknown state
-            writer.close()
+        except BaseException:  # an error, or cancelled (timeout): the connection is in an unknown state
+            conn.close()
             raise
-        if answer.close or not answer.parser.should_keep_alive():
-            writer.close()
+        finally:
+            conn.answer = conn.waiter = None
+        if answer.close or not answer.keep_alive or conn.lost or len(self._idle) >= self.size:
+            conn.close()
         else:
             self._idle.append(conn)
         return Answer(answer.parser.get_status_code(), b"".join(answer.chunks))
 
     async def aclose(self) -> None:
         while self._idle:
-            _, writer = self._idle.pop()
-            writer.close()
-            try:
-                await writer.wait_closed()
-            except OSError:
-                pass
+            self._idle.pop().close()
 
 
 class _Stale(Exception):

@@ -1,4 +1,7 @@
-"""Monitoring off the request path: a bounded queue of QueryEvents drained by one worker thread.
+"""Monitoring off the request path, in the guard's own process: a bounded queue of QueryEvents drained
+by one worker thread. The guard uses it for a Monitor object handed to it (tests, embedding, the
+middleware with a monitor of its own); by default monitoring runs in a process of its own
+(privaudit.guard.monitor_process), which keeps the detectors off the event loop's interpreter lock.
 
 A request pays for identity, limits, forwarding and hardening; its event is queued and the worker
 runs the query log and the detectors. The verdict reaches the proxy a moment later and applies to
@@ -14,15 +17,19 @@ import logging
 import threading
 import time
 from collections import deque
-from typing import Callable, Protocol
+from typing import Callable, Optional, Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
+from privaudit.errors import ConfigError
 from privaudit.guard.config import GuardConfig
-from privaudit.guard.events import QueryEvent, Verdict
+from privaudit.guard.events import Level, QueryEvent, Verdict
 
 log = logging.getLogger("privaudit.guard")
 BATCH = 64  # events the worker takes per wake-up
+# on_result(principal, level, error): monitoring's answer on one event, an error instead of a level
+# when it could not process it (the guard applies monitoring.on_error).
+OnResult = Callable[[str, Optional[Level], Optional[Exception]], None]
 
 
 class Monitor(Protocol):
@@ -43,12 +50,28 @@ class NullMonitor:
         pass
 
 
-def default_monitor(cfg: GuardConfig, registry: CollectorRegistry) -> Monitor:
+def monitoring_importable(cfg: GuardConfig) -> bool:
+    """Whether the monitoring code can be loaded. Without it the guard refuses to start, unless
+    ``monitoring.on_error: allow`` says serving unmonitored is acceptable (then it warns, and a
+    NullMonitor stands in)."""
     try:
-        from privaudit.guard.monitoring import build_monitor  # type: ignore[import-not-found, unused-ignore]
+        import privaudit.guard.monitoring  # noqa: F401
     except ImportError as exc:
-        log.warning("guard monitoring is unavailable (%s); requests are served but not monitored", exc)
+        if cfg.monitoring.on_error != "allow":
+            raise ConfigError(f"guard monitoring cannot be loaded ({exc}); install privaudit[guard], or set "
+                              "monitoring.on_error: allow to serve requests unmonitored") from None
+        log.warning("guard monitoring is unavailable (%s); monitoring.on_error is allow, so requests are served "
+                    "but not monitored", exc)
+        return False
+    return True
+
+
+def default_monitor(cfg: GuardConfig, registry: CollectorRegistry) -> Monitor:
+    """The monitor of ``cfg`` in this process (NullMonitor only when monitoring_importable allows it)."""
+    if not monitoring_importable(cfg):
         return NullMonitor()
+    from privaudit.guard.monitoring import build_monitor
+
     monitor: Monitor = build_monitor(log=cfg.log, detectors=cfg.detector_settings(), response=list(cfg.response),
                                      allow=list(cfg.allow), alerts=cfg.alerts, metrics_registry=registry,
                                      escalation=cfg.escalation or None, learn=True,
@@ -64,7 +87,9 @@ def event_bytes(event: QueryEvent) -> int:
 class MonitorQueue:
     """Events waiting for monitoring; ``on_result(event, verdict, error)`` runs in the worker."""
 
-    def __init__(self, monitor: Monitor, on_result: Callable[[QueryEvent, Verdict | None, Exception | None], None],
+    alive = True  # a thread in this process: it stops only when closed
+
+    def __init__(self, monitor: Monitor, on_result: OnResult,
                  *, max_events: int, max_bytes: int, registry: CollectorRegistry) -> None:
         self.monitor = monitor
         self.on_result = on_result
@@ -122,9 +147,9 @@ class MonitorQueue:
             try:
                 verdict = self.monitor.observe(event)
             except Exception as exc:  # reported to the proxy, which applies its fail mode
-                self.on_result(event, None, exc)
+                self.on_result(event.principal, None, exc)
             else:
-                self.on_result(event, verdict, None)
+                self.on_result(event.principal, verdict.level, None)
         except Exception:
             log.exception("monitoring worker: handling the result of request %s failed", event.request_id)
 
