@@ -14,7 +14,6 @@ import gc
 import importlib
 import logging
 import os
-import pickle
 import signal
 import struct
 import sys
@@ -27,6 +26,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 
 from privaudit.errors import PrivauditError
 from privaudit.guard.codec import decode_events
+from privaudit.guard.server import install_redaction
 
 METRICS_EVERY = 1.0  # seconds between metric snapshots from a busy child
 EVENTS, SYNC, RESULTS, METRICS, READY, FAILED = b"E", b"S", b"R", b"M", b"O", b"X"
@@ -49,8 +49,6 @@ def child_main(settings: dict[str, Any], inbox: Connection, outbox: Connection) 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(0))
     logging.basicConfig(level=settings["log_level"], format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    from privaudit.guard.server import install_redaction
-
     install_redaction()
     try:
         module, _, name = settings["factory"].partition(":")
@@ -135,11 +133,11 @@ class _Answers:
 
 def main(argv: list[str]) -> None:
     """``python -m privaudit.guard.monitor_child INBOX_FD OUTBOX_FD`` (started by the guard): the
-    settings arrive first on the inbox, pickled (the guard is the only writer of this pipe)."""
+    settings arrive first on the inbox, as JSON (the guard is the only writer of this pipe)."""
     inbox = Connection(int(argv[0]), writable=False)
     outbox = Connection(int(argv[1]), readable=False)
     try:
-        settings = pickle.loads(inbox.recv_bytes())
+        settings = orjson.loads(inbox.recv_bytes())
     except EOFError:
         return
     child_main(settings, inbox, outbox)

@@ -32,7 +32,6 @@ from __future__ import annotations
 import fcntl
 import logging
 import os
-import pickle
 import select
 import struct
 import subprocess
@@ -109,7 +108,8 @@ class ProcessQueue:
             os.close(outbox)
         self._to_child = Connection(to_child, readable=False)
         self._from_child = Connection(from_child, writable=False)
-        self._to_child.send_bytes(pickle.dumps(settings))  # read first thing by the child
+        # Plain data as JSON (paths as text), read first thing by the child: no pickle crosses the pipe.
+        self._to_child.send_bytes(orjson.dumps(settings, default=str))
         self._fd = to_child
         # Messages are written from the event loop without blocking it (a stalled child must never stall
         # requests); a larger pipe leaves the writer thread idle unless the child falls well behind.
