@@ -7,7 +7,6 @@ patients as members, 2,000 held out, enough for the verdict to resolve a 0.1 % f
 from __future__ import annotations
 
 import warnings
-from pathlib import Path
 from typing import Any, Callable
 
 from rich.console import Console
@@ -61,7 +60,7 @@ def run_demo(console: Console, reporter: Callable[[], Any], *, jobs: int | None 
         first = _audit(leaky, split, "demo-readmission-mlp", jobs=jobs, reporter=ui, what_if=True)
     show(first)
     write(first)
-    console.print(f"\n[bold]Part 2[/bold]: the same patients, a logistic regression with strong regularisation.",
+    console.print("\n[bold]Part 2[/bold]: the same patients, a logistic regression with strong regularisation.",
                   highlight=False)
     private = _fit(datasets.regularised_model(seed=0), split)
     with reporter() as ui:

@@ -37,7 +37,6 @@ import struct
 import subprocess
 import sys
 import threading
-import time
 from collections import deque
 from collections.abc import Iterator
 from multiprocessing.connection import Connection
@@ -52,7 +51,7 @@ from privaudit.errors import ConfigError
 from privaudit.guard.codec import encode_event
 from privaudit.guard.events import QueryEvent
 from privaudit.guard.monitor_child import EVENTS, FAILED, METRICS, READY, RESULTS, SYNC, U64
-from privaudit.guard.worker import OnResult, event_bytes
+from privaudit.guard.worker import OnResult, event_bytes, wait_until
 
 log = logging.getLogger("privaudit.guard")
 START_TIMEOUT = 120.0  # seconds for the child to build the monitor (calibration data is read here)
@@ -277,19 +276,13 @@ class ProcessQueue:
 
     def drain(self, timeout: float = 10.0) -> bool:
         """Wait until every event sent so far has been monitored (and the metrics are current)."""
-        deadline = time.monotonic() + timeout
         with self._cond:
             if not self._alive:
                 return True
             self._sync_sent += 1
             mark = self._sync_sent
             self._send(SYNC + U64.pack(mark))
-            while self._alive and self._synced < mark:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    return False
-                self._cond.wait(left)
-        return True
+            return wait_until(self._cond, lambda: not self._alive or self._synced >= mark, timeout)
 
     def close(self, timeout: float = 10.0) -> None:
         """Let the child monitor what is queued and flush its log (bounded by ``timeout``), then stop it."""

@@ -79,6 +79,17 @@ def default_monitor(cfg: GuardConfig, registry: CollectorRegistry) -> Monitor:
     return monitor
 
 
+def wait_until(cond: threading.Condition, done: Callable[[], bool], timeout: float) -> bool:
+    """Wait on ``cond`` (which the caller holds) until ``done()``; False if ``timeout`` seconds pass first."""
+    deadline = time.monotonic() + timeout
+    while not done():
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return False
+        cond.wait(left)
+    return True
+
+
 def event_bytes(event: QueryEvent) -> int:
     outputs = 0 if event.outputs is None else int(event.outputs.nbytes)
     return int(event.inputs.nbytes) + outputs
@@ -155,14 +166,8 @@ class MonitorQueue:
 
     def drain(self, timeout: float = 10.0) -> bool:
         """Wait until every queued event has been monitored; False on timeout."""
-        deadline = time.monotonic() + timeout
         with self._cond:
-            while self._items or self._busy:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    return False
-                self._cond.wait(left)
-        return True
+            return wait_until(self._cond, lambda: not (self._items or self._busy), timeout)
 
     def close(self, timeout: float = 10.0) -> None:
         """Monitor what is queued (bounded by ``timeout``), then stop the worker."""
