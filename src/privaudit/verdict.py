@@ -164,13 +164,14 @@ def held_out_test(scores: Mapping[str, NDArray[np.float64]], is_member: NDArray[
                            epsilon_lower_bound=0.0, **base)  # type: ignore[arg-type]
     _, _, name, f, t = best
     tp, fp = _counts(np.asarray(scores[name], dtype=np.float64)[~selected], ev_m, t)
-    lo, hi = (float(v) for v in metrics.rate_bounds(tp, n1_e, fp, n0_e, confidence))
-    ratio = _ratio(lo, hi)
-    eps = metrics.epsilon_from_rates(hi, 1.0 - lo, delta) if lo > 0 else 0.0
+    bounds = metrics.rate_bounds(tp, n1_e, fp, n0_e, confidence)
+    tpr_lo, fpr_hi = float(bounds[0]), float(bounds[1])
+    ratio = _ratio(tpr_lo, fpr_hi)
+    eps = metrics.epsilon_from_rates(fpr_hi, 1.0 - tpr_lo, delta) if tpr_lo > 0 else 0.0
     status: Literal["leak", "no_leak", "unresolved"]
     status = "leak" if ratio > margin else ("unresolved" if short else "no_leak")
     return HeldOutTest(status=status, attack=name, fpr=f, threshold=t, true_positives=tp, false_positives=fp,
-                       tpr_lower=lo, fpr_upper=hi, ratio_lower=ratio, epsilon_lower_bound=eps,
+                       tpr_lower=tpr_lo, fpr_upper=fpr_hi, ratio_lower=ratio, epsilon_lower_bound=eps,
                        **base)  # type: ignore[arg-type]
 
 

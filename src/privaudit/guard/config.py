@@ -217,7 +217,7 @@ class GuardConfig(_Strict):
     # Monitoring's sections, handed to privaudit.guard.monitoring.build_monitor unchanged.
     log: dict[str, Any] = Field(default_factory=dict)
     detectors: Union[dict[str, Any], list[str]] = Field(default_factory=dict)
-    response: list[str] = Field(default_factory=lambda: list(LEVELS))
+    response: list[str] = Field(default_factory=lambda: [str(level) for level in LEVELS])
     allow: list[str] = Field(default_factory=list)
     alerts: dict[str, Any] = Field(default_factory=dict)
     escalation: dict[str, Any] = Field(default_factory=dict)

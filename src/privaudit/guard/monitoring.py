@@ -183,10 +183,10 @@ class Monitor:
             alarming: dict[str, dict[str, Any]] = {}
             new_alarms: list[str] = []
             for name, detector in (self.detectors.items() if run_detectors else ()):
-                score, evidence = detector.observe(f)
+                score, detail = detector.observe(f)
                 scores[name] = round(float(score), 4)
                 if score >= det.ALARM:
-                    alarming[name] = evidence
+                    alarming[name] = detail
                     self.metrics.alarms.labels(detector=name).inc()
             self.metrics.queries.inc(f.n_rows)
             st = self.standings.get(f.principal)

@@ -44,7 +44,7 @@ class ModelOptions:
             return cls()
         if isinstance(value, cls):
             return value
-        return cls(**{k: v for k, v in dict(value).items() if v is not None})
+        return cls(**{k: v for k, v in dict(value).items() if v is not None})  # type: ignore[arg-type]
 
 
 @dataclass(frozen=True)

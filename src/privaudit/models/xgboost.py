@@ -131,7 +131,8 @@ class XGBoostFitter:
             hot[np.arange(len(X)), out] = 1.0
             return hot
 
-        return softmax(out) if params["objective"] == "binary:logitraw" else np.asarray(out, dtype=np.float64)
+        scores = np.asarray(out, dtype=np.float64)
+        return softmax(scores) if params["objective"] == "binary:logitraw" else scores
 
 
 def from_booster(booster: Any, *, path: str | None = None, sha256: str | None = None,

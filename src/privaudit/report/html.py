@@ -90,7 +90,8 @@ def _mpl_text(text: object, limit: int = 40) -> str:
 
 def _split_list(sentence: str) -> list[str]:
     """Split 'a; b (x; y); c' at top-level semicolons."""
-    parts, depth, cur = [], 0, []
+    parts: list[str] = []
+    depth, cur = 0, []  # type: tuple[int, list[str]]
     for ch in sentence:
         depth += ch in "([{"
         depth -= ch in ")]}"
@@ -283,7 +284,7 @@ def build_plots(report: Report) -> dict[str, Any]:
     best = next((a for a in m.attacks if a.name == m.best), m.attacks[0] if m.attacks else None)
     out: dict[str, Any] = {"roc": [], "no_roc": [], "histogram": None, "per_class": None, "per_class_skipped": 0}
     lo = roc_axis_floor(m.attacks, report.data.holdout)
-    with style.context("default"), matplotlib.rc_context(_RC):  # ignore the user's matplotlibrc; restore after
+    with style.context("default"), matplotlib.rc_context(_RC):  # type: ignore[arg-type]  # ignore the user's matplotlibrc; restore after
         out["no_roc"] = [a.name for a in m.attacks if a.roc is None]
         roc = _roc_plot(list(m.attacks), m.best, report.data.holdout, lo)
         out["roc"] = [roc] if roc is not None else []

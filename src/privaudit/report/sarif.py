@@ -74,7 +74,7 @@ def _tags(technique: str, mappings: dict[str, list[str]]) -> list[str]:
     """GitHub shows at most 10 tags per rule, so the most useful come first: the ATLAS technique, the
     framework requirements, and last the ATLAS mitigations."""
     tags = ["security", "privacy", f"mitre-atlas/{technique}"]
-    mitigations = []
+    mitigations: list[str] = []
     for framework, requirements in sorted(mappings.items()):
         for req in requirements:
             (mitigations if req.startswith("AML.M") else tags).append(f"{framework}/{req}")

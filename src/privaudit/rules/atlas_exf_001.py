@@ -131,9 +131,9 @@ def evaluate(ev: Evidence) -> Finding:
     report = ev.report
     inv = getattr(report, "inversion", None)
     attr = getattr(report, "attribute_inference", None)
-    inv = inv.model_dump() if hasattr(inv, "model_dump") else inv
-    attr = attr.model_dump() if hasattr(attr, "model_dump") else attr
-    level, checks = _inversion_level(inv, attr, len(report.model.classes), ev)
+    inv = inv.model_dump() if inv is not None and hasattr(inv, "model_dump") else inv
+    attr = attr.model_dump() if attr is not None and hasattr(attr, "model_dump") else attr
+    level, checks = _inversion_level(inv, attr, len(report.model.classes), ev)  # type: ignore[union-attr]
     ran = inv is not None or attr is not None
     checks += [
         common.confidence_exposure(RULE, ev),

@@ -375,7 +375,8 @@ def descend(oracle: Oracle, c: int, u0: Array, cfg: MIFaceConfig, *, budget: int
     bounds leave no room (lower == upper); they stay at their start so the prior ignores them.
     """
     u = u0.copy()
-    prior = (lambda v: total_variation(v, cfg.image_shape)) if cfg.image_shape else (lambda v: l2_prior(v, u0))
+    shape = cfg.image_shape
+    prior = (lambda v: total_variation(v, shape)) if shape else (lambda v: l2_prior(v, u0))
     best_u, best_obj, best_p, best_cost, start_p = u.copy(), np.inf, 0.0, np.inf, float("nan")
     step, stale, flat, queries, reason = cfg.step, 0, 0, 0, "max_steps"
     calls = 0

@@ -118,7 +118,7 @@ class Fingerprint:
             old, old_hashes = self.entries.popleft()
             del self.owner[old]
             for h in old_hashes:
-                bucket = self.table.get(h)
+                bucket = self.table.get(h)  # type: ignore[assignment]  # None when the hash is gone
                 if bucket and bucket[0] == old:
                     bucket = bucket[1:]
                     if bucket:
