@@ -307,3 +307,25 @@ def test_a_text_pipeline_through_the_api_with_dataframes(tmp_path: Path) -> None
                              reference_models=0, cache_dir=False, n_bootstrap=0, jobs=1)
     expected = float(np.mean(model.predict(df.drop(columns=["label"])) == df["label"]))
     assert abs(report.membership.train_accuracy - expected) < 1e-12
+
+
+def test_a_stray_word_in_a_numeric_column_is_refused_not_an_internal_error(tmp_path: Path) -> None:
+    # A model fitted on a DataFrame (named columns, no encoder) and a train file whose 'bmi' holds one
+    # word in record 6: the first record reads fine, the sixth would crash the model mid-audit.
+    import pandas as pd
+    from sklearn.linear_model import LogisticRegression
+
+    import privaudit
+    from privaudit import datasets
+    from privaudit.errors import DataError
+
+    d = datasets.readmission_like(400, seed=0)
+    names = list(d.feature_names)
+    model = LogisticRegression(max_iter=2000).fit(pd.DataFrame(d.X_train, columns=names), d.y_train)
+    train = pd.DataFrame(d.X_train, columns=names).assign(label=d.y_train).astype({"bmi": object})
+    train.loc[6, "bmi"] = "abc"
+    train.to_csv(tmp_path / "train.csv", index=False)
+    pd.DataFrame(d.X_holdout, columns=names).assign(label=d.y_holdout).to_csv(tmp_path / "holdout.csv", index=False)
+    with pytest.raises(DataError, match="'bmi' has text .*the model needs numbers"):
+        privaudit.audit(model, str(tmp_path / "train.csv"), str(tmp_path / "holdout.csv"), label="label",
+                        attacks=["loss"], reference_models=0, cache_dir=False)

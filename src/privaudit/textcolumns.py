@@ -53,6 +53,16 @@ class FrameCodec:
             df[self.names[j]] = lookup[codes]
         return df
 
+    def probe(self, row: NDArray[np.float64]) -> NDArray[np.float64]:
+        """``row`` once per value of every text column (the other columns as in ``row``): scoring these
+        shows whether the model reads every value the data holds, not just the first record's."""
+        blocks = []
+        for j, values in self.categories:
+            block = np.repeat(row[None, :], len(values), axis=0)
+            block[:, j] = np.arange(len(values))
+            blocks.append(block)
+        return np.vstack(blocks)
+
 
 def encode_text(train: Dataset, holdout: Dataset) -> tuple[Dataset, Dataset, FrameCodec | None]:
     """Replace text columns by shared codes in both datasets; None when there is no text column."""
@@ -76,7 +86,7 @@ def encode_text(train: Dataset, holdout: Dataset) -> tuple[Dataset, Dataset, Fra
 
 
 def takes_text(estimator: Any, frame: Any) -> bool:
-    """Whether the model scores one row with its text columns as read (it encodes them itself)."""
+    """Whether the model scores ``frame`` (see FrameCodec.probe) with its text columns as read."""
     try:
         estimator.predict(frame)
     except (ValueError, TypeError):

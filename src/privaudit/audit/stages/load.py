@@ -95,7 +95,8 @@ def _text_columns(tr: Dataset, ho: Dataset, loaded: LoadedModel) -> tuple[Datase
     if not (accepts_frames(loaded.estimator) and hasattr(loaded.target, "use_codec")):
         refuse_text(tr, ho)
     coded_tr, coded_ho, codec = encode_text(tr, ho)
-    if codec is None or not takes_text(loaded.estimator, codec.frame(coded_tr.X[:1])):  # named columns, but no encoder inside
+    # Named columns, but no encoder inside, or numbers with a stray word: the model must read every value.
+    if codec is None or not takes_text(loaded.estimator, codec.frame(codec.probe(coded_tr.X[0]))):
         refuse_text(tr, ho)
     loaded.target.use_codec(codec)  # type: ignore[attr-defined]
     return coded_tr, coded_ho, codec
