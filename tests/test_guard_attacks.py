@@ -487,3 +487,90 @@ def test_the_audit_does_not_count_calibration_data_as_a_detector() -> None:
     only = parse_guard_config({"detectors": {"calibration_data": "x.csv"}}, "guard.yaml")
     both = parse_guard_config({"detectors": {"calibration_data": "x.csv", "knn": {}}}, "guard.yaml")
     assert not only.probing_detection and both.detectors == ("knn",)
+
+
+# --- the review of the change: queue room held before forwarding, odd paths and headers -------------------
+
+
+def _raw_guard(tmp_path: Path, classes: int, monitoring: dict[str, Any]) -> tuple[Any, Any, bytes]:
+    from starlette.applications import Starlette
+    from starlette.responses import JSONResponse
+    from starlette.routing import Route
+
+    from privaudit.guard.app import GuardMiddleware
+    from privaudit.guard.config import parse_config
+    from privaudit.guard.events import Verdict
+    from privaudit.guard.identity import add_key
+
+    class Counting:
+        def __init__(self) -> None:
+            self.seen: list[str] = []
+
+        def observe(self, event: Any) -> Verdict:
+            self.seen.append(event.request_id)
+            return Verdict()
+
+        def close(self) -> None:
+            pass
+
+    async def model(request: Any) -> Any:  # answers far more bytes than it was sent: many classes
+        n = len((await request.json())["instances"])
+        return JSONResponse({"predictions": [[1.0 / classes] * classes] * n})
+
+    secret = add_key(tmp_path / "keys.yaml", "alice")
+    cfg = parse_config({"identity": {"api_keys": {"file": "keys.yaml"}}, "limits": {"default": "100000/second"},
+                        "monitoring": monitoring}, base_dir=tmp_path)
+    monitor = Counting()
+    app = Starlette(routes=[Route("/v1/models/{name}:predict", model, methods=["POST"])])
+    key = secret if secret.startswith("alice.") else f"alice.{secret}"
+    return GuardMiddleware(app, cfg, monitor=monitor), monitor, key.encode()
+
+
+async def _send(mw: Any, headers: list[tuple[bytes, bytes]], path: str = "/v1/models/m:predict",
+                body: bytes = b'{"instances":[[1,2]]}') -> tuple[int, list[tuple[bytes, bytes]]]:
+    sent: list[Any] = []
+    messages = [{"type": "http.request", "body": body, "more_body": False}]
+
+    async def receive() -> Any:
+        return messages.pop(0) if messages else {"type": "http.disconnect"}
+
+    async def send(message: Any) -> None:
+        sent.append(message)
+
+    scope = {"type": "http", "method": "POST", "path": path, "raw_path": path.encode("utf-8"), "query_string": b"",
+             "headers": headers, "client": ("1.2.3.4", 1), "server": ("guard", 80), "scheme": "http",
+             "root_path": "", "http_version": "1.1", "asgi": {"version": "3.0"}}
+    await mw(scope, receive, send)
+    return sent[0]["status"], sent[0]["headers"]
+
+
+def test_concurrent_requests_with_large_answers_are_never_answered_unmonitored(tmp_path: Path) -> None:
+    # A 1 KiB queue and a model answering 200 classes: each event is larger than the room checked for
+    # its inputs. Twenty requests at once: whatever is answered must reach monitoring (on_error: deny).
+    mw, monitor, key = _raw_guard(tmp_path, 200, {"queue_events": 4, "queue_bytes": 1024})
+
+    async def run() -> list[int]:
+        statuses = await asyncio.gather(*[_send(mw, [(b"x-api-key", key)]) for _ in range(20)])
+        await mw.guard.drain(5)
+        await mw.guard.aclose()
+        return [s for s, _ in statuses]
+
+    statuses = asyncio.run(run())
+    answered = statuses.count(200)
+    assert answered >= 1 and set(statuses) <= {200, 503}
+    assert len(monitor.seen) >= answered  # every answered request was monitored
+
+
+def test_hostile_paths_and_content_length_are_refused_cleanly(tmp_path: Path) -> None:
+    mw, _monitor, key = _raw_guard(tmp_path, 3, {})
+
+    async def run() -> list[int]:
+        codes = [(await _send(mw, [(b"x-api-key", key), (b"content-length", b"\xb2")]))[0]]
+        for path in ("/v1/models/\u20ac:predict", "/v1/models/a b:predict", "/v1/models/x\r\nHost: y:predict"):
+            codes.append((await _send(mw, [(b"x-api-key", key)], path=path))[0])
+        await mw.guard.aclose()
+        return codes
+
+    codes = asyncio.run(run())
+    assert codes[0] == 413  # a Unicode digit is not a length
+    assert all(code in (200, 404) for code in codes[1:]), codes  # forwarded percent-encoded, or not a route

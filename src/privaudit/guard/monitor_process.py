@@ -77,6 +77,7 @@ class ProcessQueue:
         self.on_result = on_result
         self.max_events = max_events
         self.max_bytes = max_bytes
+        self._reserved = self._reserved_bytes = 0  # room held by requests in flight
         self._cond = threading.Condition()
         self._backlog: list[bytes] = []  # framed messages the pipe had no room for, oldest first
         self._writing = False  # the writer thread holds part of the backlog: keep the order, queue behind it
@@ -151,12 +152,27 @@ class ProcessQueue:
 
     def has_room(self, nbytes: int = 0) -> bool:
         """Whether an event of ``nbytes`` would be taken now (False once monitoring has stopped)."""
-        return self._alive and len(self._sizes) < self.max_events and self._bytes + nbytes <= self.max_bytes
+        return (self._alive and len(self._sizes) + self._reserved < self.max_events
+                and self._bytes + self._reserved_bytes + nbytes <= self.max_bytes)
 
-    def submit(self, event: QueryEvent) -> bool:
-        """Send ``event`` to monitoring; False (and counted) when it does not fit or monitoring stopped."""
+    def reserve(self, nbytes: int) -> bool:
+        """Hold room for one event of about ``nbytes`` (before a request is forwarded); see ``submit``."""
+        with self._cond:
+            if self._stopping or not self.has_room(nbytes):
+                return False
+            self._reserved += 1
+            self._reserved_bytes += nbytes
+        return True
+
+    def submit(self, event: QueryEvent, reserved: Optional[int] = None) -> bool:
+        """Send ``event`` to monitoring; False (and counted) when it does not fit or monitoring stopped. An
+        event sent with the ``reserved`` bytes held for it always fits, whatever its final size."""
         size = event_bytes(event)
-        if not self.has_room(size) or self._stopping:
+        if reserved is not None:
+            with self._cond:
+                self._reserved -= 1
+                self._reserved_bytes -= reserved
+        if self._stopping or not (self._alive if reserved is not None else self.has_room(size)):
             self.dropped.inc()
             return False
         message = EVENTS + encode_event(event)

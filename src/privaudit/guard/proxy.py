@@ -23,6 +23,7 @@ import itertools
 import logging
 import os
 import time
+from urllib.parse import quote
 from dataclasses import dataclass, field
 from typing import Any, Optional, Union
 
@@ -58,7 +59,7 @@ _ID_PREFIX = os.urandom(10).hex()
 _ID_COUNTER = itertools.count()
 _MAX_WIRES = 1024  # request paths whose wire format is remembered ({name} segments make paths many)
 _JSON = "application/json"
-_ODD_PATH = frozenset("?# \\")  # with non-ASCII or unprintable ones: characters only the slow, escaping path takes
+_PATH_SAFE = "/:@!$&'()*+,;=-._~"  # RFC 3986 path characters left as they are
 
 
 def json_response(status: int, body: Any, headers: Optional[dict[str, str]] = None) -> Response:
@@ -122,6 +123,7 @@ class _Trace:
     outputs: Optional[NDArray[np.float64]] = None
     decision: str = "allowed"
     extra: dict[str, Any] = field(default_factory=dict)
+    reserved: Optional[int] = None  # bytes of monitoring queue held for this request before it was forwarded
 
 
 class Guard:
@@ -231,9 +233,9 @@ class Guard:
         """The response to ``request`` and what it leaves for monitoring (see ``finish``)."""
         state = self._state
         scope = request.scope
-        path = scope["path"]
-        if not (path.isascii() and path.isprintable()) or any(c in path for c in _ODD_PATH):
-            path = request.url.path  # escapes ? # \ and drops CR/LF/tab: never forwarded raw to the upstream
+        # The decoded path, percent-encoded again: what is routed is exactly what the upstream receives, and
+        # no space, CR/LF, ? or # or non-ASCII character ever reaches its request line raw.
+        path = quote(scope["path"], safe=_PATH_SAFE)
         if scope["method"] != "POST" or not state.is_route(path):
             # Not an inference route: never forwarded, never monitored (nor counted: no principal is known).
             return error(404, "not found"), _Trace("", "", 0.0, decision="not_found")
@@ -255,7 +257,7 @@ class Guard:
     async def _handle(self, request: Request, path: str, state: _State, trace: _Trace) -> Response:
         cfg = state.config
         declared = request.headers.get("content-length")
-        if declared is not None and (not declared.isdigit() or int(declared) > cfg.max_body_bytes):
+        if declared is not None and not (declared.isascii() and declared.isdigit() and int(declared) <= cfg.max_body_bytes):
             trace.decision = "too_large"
             return error(413, f"the request body exceeds {cfg.max_body_bytes} bytes")
         try:
@@ -298,7 +300,10 @@ class Guard:
         if not quota.allowed:
             trace.decision = "throttled" if level == "throttle" else "limited"
             return _limited(quota)
-        if not self.queue.has_room(2 * X.nbytes):
+        # Room in the monitoring queue is held before forwarding, so an answered request always finds it.
+        if self.queue.reserve(2 * X.nbytes):
+            trace.reserved = 2 * X.nbytes
+        else:
             # No room, or the monitoring process has stopped: nothing is answered unmonitored unless
             # monitoring.on_error says so, and then it is counted.
             if cfg.monitoring.on_error == "deny":
@@ -357,12 +362,14 @@ class Guard:
         event = QueryEvent(trace.principal, trace.tier, trace.started, trace.client_ip, inputs, trace.outputs,
                            trace.decision, status, trace.request_id, trace.extra)
         try:
-            taken = self.queue.submit(event)
+            taken = self.queue.submit(event, trace.reserved)
         except Exception as exc:  # an event monitoring cannot take is a monitoring error on its principal
             self._on_result(trace.principal, None, exc)
             taken = False
         if not taken and trace.decision not in REFUSED and not trace.extra.get("unmonitored"):
-            log.warning("request %s was answered but not monitored: the monitoring queue is full", trace.request_id)
+            # Only when monitoring stopped while the request was in flight: its principal is refused next.
+            log.warning("request %s was answered but not monitored: monitoring stopped", trace.request_id)
+            self._on_result(trace.principal, None, RuntimeError("answered while monitoring stopped"))
 
     def _on_result(self, principal: str, level: Optional[Level], error: Optional[Exception]) -> None:
         """Monitoring's report on one event (runs in a monitoring thread)."""

@@ -108,6 +108,7 @@ class MonitorQueue:
         self.max_bytes = max_bytes
         self._items: deque[tuple[QueryEvent, int]] = deque()
         self._bytes = 0
+        self._reserved = self._reserved_bytes = 0  # room held by requests in flight
         self._busy = 0  # events taken by the worker and not yet finished
         self._cond = threading.Condition()
         self._stopping = False
@@ -118,14 +119,28 @@ class MonitorQueue:
         self._thread.start()
 
     def has_room(self, nbytes: int = 0) -> bool:
-        """Whether an event of ``nbytes`` would be taken now (checked before forwarding a request)."""
-        return len(self._items) < self.max_events and self._bytes + nbytes <= self.max_bytes
+        """Whether an event of ``nbytes`` would be taken now."""
+        return (len(self._items) + self._reserved < self.max_events
+                and self._bytes + self._reserved_bytes + nbytes <= self.max_bytes)
 
-    def submit(self, event: QueryEvent) -> bool:
-        """Queue ``event``; False (and counted) when it does not fit or the queue is closed."""
+    def reserve(self, nbytes: int) -> bool:
+        """Hold room for one event of about ``nbytes`` (before a request is forwarded); see ``submit``."""
+        with self._cond:
+            if self._stopping or not self.has_room(nbytes):
+                return False
+            self._reserved += 1
+            self._reserved_bytes += nbytes
+        return True
+
+    def submit(self, event: QueryEvent, reserved: Optional[int] = None) -> bool:
+        """Queue ``event``; False (and counted) when it does not fit or the queue is closed. An event sent
+        with the ``reserved`` bytes held for it always fits, whatever its final size."""
         size = event_bytes(event)
         with self._cond:
-            if self._stopping or not self.has_room(size):
+            if reserved is not None:
+                self._reserved -= 1
+                self._reserved_bytes -= reserved
+            if self._stopping or (reserved is None and not self.has_room(size)):
                 self.dropped.inc()
                 return False
             self._items.append((event, size))
