@@ -584,3 +584,19 @@ def test_monitor_takes_the_audits_path_policy_baseline_gate(sim: Run, tmp_path: 
     accepted = run.invoke(app, ["monitor", *base, "--fail-on", "low", "-o", "s.json"])
     assert accepted.exit_code == 0, accepted.output
     assert all(f["suppressed"] for f in json.loads((tmp_path / "s.json").read_text())["findings"] if f["id"] in failing)
+
+
+def test_monitor_takes_fail_on_from_the_policy_file_and_reads_its_config_safely(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from privaudit.ci.conclude import prepare_ci
+    from privaudit.guard.monitor_cmd import _guard_sections
+
+    monkeypatch.chdir(tmp_path)
+    assert prepare_ci("monitor", default_fail_on="never").settings.fail_on == "never"  # monitor's own default
+    (tmp_path / "privaudit.toml").write_text('fail_on = "low"\n')
+    assert prepare_ci("monitor", default_fail_on="never").settings.fail_on == "low"  # the policy file's
+    assert prepare_ci("monitor", fail_on="high", default_fail_on="never").settings.fail_on == "high"
+    bad = tmp_path / "guard.yaml"
+    bad.write_bytes(b"detectors: {\xff\xfe}\n")  # not UTF-8: was a UnicodeDecodeError traceback
+    with pytest.raises(ConfigError, match=r"^--config .*guard.yaml: cannot read it"):
+        _guard_sections(bad)

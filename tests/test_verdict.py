@@ -145,3 +145,20 @@ def test_one_record_is_a_clean_data_error_not_a_crash() -> None:
 def test_groups_too_small_to_split_are_unresolved() -> None:
     t = verdict.held_out_test({"a": np.array([0.1, 0.2, 0.3])}, np.array([True, False, False]), delta=1e-5)
     assert t.status == "unresolved" and t.attack is None and t.holdout_needed == 500
+
+
+@pytest.mark.parametrize(("margin", "min_fpr"), [(10.0, 0.01), (50.0, 0.01), (2.0, 0.5)])
+def test_a_policy_no_sample_can_satisfy_is_unresolved_not_a_crash(margin: float, min_fpr: float) -> None:
+    # max_tpr_ratio 10 or more, or min_resolved_fpr 0.5, are accepted by the policy file; no sample
+    # size can show a 10x leak then. The search for one used to run until it overflowed.
+    from privaudit.audit.scoring import verdict_message
+
+    assert verdict.holdout_needed(min_fpr, margin=margin) is None
+    m = np.r_[np.ones(300, bool), np.zeros(300, bool)]
+    t = verdict.held_out_test({"a": np.random.default_rng(0).normal(size=600)}, m, margin=margin,
+                              min_resolved_fpr=min_fpr, delta=1e-5)
+    if min_fpr >= 0.1:  # smaller FPRs are resolved here, so the verdict stands without it
+        assert t.status == "no_leak"
+    else:
+        assert t.status == "unresolved" and t.holdout_needed is None
+        assert "no sample size can show it with this policy" in verdict_message(t)

@@ -90,20 +90,33 @@ def detectable_ratio(fpr: float, n_members: int, n_nonmembers: int, *, margin: f
     return hi_tp / n_members / fpr
 
 
-def holdout_needed(fpr: float, *, margin: float = 2.0, confidence: float = 0.95) -> int:
-    """Holdout records (with as many training records) for the evaluation half to resolve ``fpr``."""
+def holdout_needed(fpr: float, *, margin: float = 2.0, confidence: float = 0.95) -> int | None:
+    """Holdout records (with as many training records) for the evaluation half to resolve ``fpr``; None
+    when no sample can (a leak of RESOLUTION times ``fpr`` is beyond TPR 1, or not above the margin)."""
     def ok(n: int) -> bool:
         half = n // 2
         return detectable_ratio(fpr, half, half, margin=margin, confidence=confidence) <= RESOLUTION
 
+    if RESOLUTION * fpr >= 1.0 or margin >= RESOLUTION:
+        return None
     hi = max(4, 2 * math.ceil(1.0 / fpr))
     while not ok(hi):
+        if hi > 10**12:
+            return None
         hi *= 2
     lo = hi // 2
     while hi - lo > max(2, lo // 200):
         mid = (lo + hi) // 2
         lo, hi = (lo, mid) if ok(mid) else (mid, hi)
     return int(math.ceil(hi / 100.0) * 100)  # a round number: the estimate assumes equal group sizes
+
+
+def needs_text(n: int | None) -> str:
+    """What would resolve the test: ``n`` from holdout_needed, None when no sample can."""
+    if n is None:
+        return (f"no sample size can show it with this policy (max_tpr_ratio must stay below {RESOLUTION:g} "
+                f"and min_resolved_fpr below {1 / RESOLUTION:g})")
+    return f"needs >= {n} holdout records"
 
 
 def _threshold(nonmember_scores: NDArray[np.float64], fpr: float) -> float | None:

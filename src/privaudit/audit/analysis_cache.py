@@ -34,7 +34,7 @@ _FORMAT = "2"
 @functools.lru_cache(maxsize=1)
 def code_digest() -> str:
     """sha256 over privaudit's own source files: results computed by other code are never reused."""
-    root = Path(__file__).resolve().parent
+    root = Path(__file__).resolve().parents[1]  # the whole package, not only audit/
     h = hashlib.sha256()
     for path in sorted(root.rglob("*.py")):
         h.update(str(path.relative_to(root)).encode() + b"\0" + path.read_bytes() + b"\0")

@@ -92,7 +92,7 @@ def verdict_message(t: verdict.HeldOutTest) -> str:
     conf = f"{t.confidence:.0%}"
     if t.attack is None:
         return (f"no attack could be judged: the {t.nonmembers} evaluation non-members resolve no FPR of "
-                f"{', '.join(f'{f:g}' for f in verdict.VERDICT_FPRS)}; needs >= {t.holdout_needed} holdout records")
+                f"{', '.join(f'{f:g}' for f in verdict.VERDICT_FPRS)}; {verdict.needs_text(t.holdout_needed)}")
     where = (f"{t.attack} at {_pct(t.fpr or 0)} FPR, judged on {t.members} members and {t.nonmembers} non-members "
              "not used to choose it")
     bounds = f"TPR >= {_pct(t.tpr_lower)} while FPR <= {_pct(t.fpr_upper)} ({conf} confidence)"
@@ -102,10 +102,10 @@ def verdict_message(t: verdict.HeldOutTest) -> str:
     resolved = ", ".join(_pct(f) for f in t.resolved_fprs)
     text = f"{where}: {bounds}, not above {t.margin:g}x the FPR; no leakage shown at {resolved} FPR"
     if t.status == "unresolved":
-        text += f"; a PASS at {_pct(t.min_resolved_fpr)} FPR needs >= {t.holdout_needed} holdout records"
+        text += f"; a PASS at {_pct(t.min_resolved_fpr)} FPR {verdict.needs_text(t.holdout_needed)}"
     elif PRIMARY_FPR not in t.resolved_fprs:
         need = verdict.holdout_needed(PRIMARY_FPR, margin=t.margin, confidence=t.confidence)
-        text += f" (testing {_pct(PRIMARY_FPR)} FPR would need >= {need} holdout records)"
+        text += f" (testing {_pct(PRIMARY_FPR)} FPR: {verdict.needs_text(need)})"
     return text
 
 

@@ -15,6 +15,7 @@ from typing import Any, Callable, Sequence
 
 from privaudit.ci import gate
 from privaudit.ci.baseline import LOADERS, with_baseline
+from privaudit.ci.gate import DEFAULT_FAIL_ON
 from privaudit.ci.policy import Settings, apply_suppressions, display_path, load_settings
 from privaudit.report import WriteOptions, check_output, write_report
 
@@ -33,13 +34,14 @@ class CiOptions:
 
 def prepare_ci(kind: str, *, policy: Path | None = None, outputs: Sequence[Path] = (), baseline: Path | None = None,
                fail_on: str | None = None, sarif_location: str | None = None, include_records: bool = False,
-               default_location: str | None = "README.md", **settings: Any) -> CiOptions:
+               default_location: str | None = "README.md", default_fail_on: str = DEFAULT_FAIL_ON,
+               **settings: Any) -> CiOptions:
     """Read the policy file (command-line values on top), check every output path and read the baseline.
 
     SARIF results of reports that point at no file of their own point at ``sarif_location``, else the
     policy file, else ``default_location`` (None lets the writer choose, e.g. the monitored log).
     """
-    loaded = load_settings(policy, fail_on=fail_on, **settings)
+    loaded = load_settings(policy, fail_on=fail_on, default_fail_on=default_fail_on, **settings)
     for out in outputs:
         check_output(out, kind)
     base = LOADERS[kind](baseline) if baseline is not None else None

@@ -164,7 +164,8 @@ def read_policy_file(path: Path) -> Any:
 
 
 def load_settings(policy_file: Path | None = None, *, cwd: Path | None = None, fail_on: str | None = None,
-                  data_sensitivity: str | None = None, model_name: str | None = None) -> Settings:
+                  data_sensitivity: str | None = None, model_name: str | None = None,
+                  default_fail_on: str = DEFAULT_FAIL_ON) -> Settings:
     """Merge, lowest first: built-in defaults, the policy file, the command-line values given (not None)."""
     if fail_on is not None:
         fail_on = check_fail_on(fail_on)
@@ -187,7 +188,7 @@ def load_settings(policy_file: Path | None = None, *, cwd: Path | None = None, f
     if values.get("max_tpr_ratio", 2.0) < 1:
         raise ConfigError(f"{label}: key 'max_tpr_ratio' must be at least 1 (1 = any provable leak fails), "
                           f"got {values['max_tpr_ratio']}")
-    return Settings(policy=Policy(**values), fail_on=fail_on or parsed.fail_on or DEFAULT_FAIL_ON,
+    return Settings(policy=Policy(**values), fail_on=fail_on or parsed.fail_on or default_fail_on,
                     model_name=model_name or parsed.model_name, suppressions=tuple(parsed.suppressions), source=source)
 
 

@@ -16,12 +16,11 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Annotated, Any, Iterator, Optional
 
-import duckdb
 import typer
-import yaml
 from rich.console import Console
 
 from privaudit import __version__
+from privaudit.ci.controls import read_guard_yaml
 from privaudit.ci.conclude import gate_result, judge, prepare_ci, write_all
 from privaudit.errors import ConfigError, DataError
 from privaudit.guard.monitoring import Monitor, build_monitor
@@ -61,6 +60,8 @@ def _sql_list(items: list[str]) -> str:
 
 
 def _connect(files: list[Path]) -> Any:
+    import duckdb  # only when a log is read: `privaudit --help` registers this command without loading it
+
     con = duckdb.connect()
     con.execute("SET enable_progress_bar = false")  # it would draw over the command's own output
     selects = []
@@ -137,13 +138,7 @@ def _principal(name: str, st: Any, monitor: Monitor, after: dict[str, dict[str, 
 def _guard_sections(config: Path | None) -> dict[str, Any]:
     if config is None:
         return {"detectors": ALL_DETECTORS, "response": None, "allow": []}
-
-    try:
-        data = yaml.safe_load(config.read_text(encoding="utf-8")) or {}
-    except OSError as exc:
-        raise ConfigError(f"{config}: {exc.strerror or exc}") from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{config}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    data = read_guard_yaml(config, f"--config {config}") or {}
     if not isinstance(data, dict):
         raise ConfigError(f"{config}: a guard configuration must be a mapping of sections")
     return {"detectors": data.get("detectors") or {}, "response": data.get("response"),
@@ -158,7 +153,7 @@ def run_monitor(paths: list[Path], config: Path | None = None, model_name: str =
         monitor = build_monitor({}, sections["detectors"], sections["response"], sections["allow"],
                                 {"log": False}, escalation=sections.get("escalation"))
     except ConfigError as exc:
-        raise ConfigError(f"{config}: {exc}") from None
+        raise ConfigError(f"{config or 'detectors (defaults)'}: {exc}") from None
     con = _connect(files)
     agg = _aggregate(con)
     t0 = time.perf_counter()
@@ -199,13 +194,13 @@ def monitor_command(
     config: Annotated[Optional[Path], typer.Option("--config", help="Guard YAML whose detectors, response and allow sections are replayed (default: every detector, default settings).")] = None,
     model_name: Annotated[str, typer.Option("--model-name", help="Name in finding ids.")] = "model",
     sarif_location: Annotated[Optional[str], typer.Option("--sarif-location", help="File SARIF results point at (default: the first log if under the working directory, else README.md).")] = None,
-    fail_on: Annotated[str, typer.Option("--fail-on", help="Exit 1 on a failing finding at or above: critical, high, medium, low or never.")] = "never",
+    fail_on: Annotated[Optional[str], typer.Option("--fail-on", help="Exit 1 on a failing finding or a regression at or above: critical, high, medium, low or never (default: the policy file's, else never).")] = None,
     baseline: Annotated[Optional[Path], typer.Option(help="An earlier monitor JSON report: exit 1 on any new failing finding.")] = None,
     policy: Annotated[Optional[Path], typer.Option(help="Policy file for suppressions (default: ./privaudit.toml, else \\[tool.privaudit] in ./pyproject.toml).")] = None,
 ) -> None:
     """Replay stored query logs through the probing detectors and report who probed the model."""
     ci = prepare_ci("monitor", policy=policy, outputs=output, baseline=baseline, fail_on=fail_on,
-                    sarif_location=sarif_location, default_location=None)
+                    sarif_location=sarif_location, default_location=None, default_fail_on="never")
     report, notes = judge(run_monitor(list(logs), config, model_name), ci)
     console = Console()
     t = report.throughput

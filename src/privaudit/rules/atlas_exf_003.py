@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from privaudit import metrics
+from privaudit import metrics, verdict
 from privaudit.findings import Check, CheckStatus, Finding, Severity
 from privaudit.rules import Evidence, RuleMeta, register_rule
 from privaudit.rules import common
@@ -57,10 +57,9 @@ def _attack_power(ev: Evidence) -> Check:
     if common.proves_leakage(v, ev.policy):
         status = CheckStatus.FAIL
     else:
-        status = CheckStatus.UNKNOWN if v.holdout_needed is not None else CheckStatus.PASS
+        status = CheckStatus.UNKNOWN if v.status == "unresolved" else CheckStatus.PASS
     return Check(id=cid, check="attack_power", title=title, status=status, evidence=text,
-                 needs=None if v.holdout_needed is None or status != CheckStatus.UNKNOWN else
-                 f"needs >= {v.holdout_needed} holdout records",
+                 needs=verdict.needs_text(v.holdout_needed) if status == CheckStatus.UNKNOWN else None,
                  data={"level": common.membership_power(m, ev.policy), "best": m.best,
                        "tpr_lower": v.tpr_lower, "fpr_upper": v.fpr_upper, "ratio_lower": v.ratio_lower,
                        "epsilon_lower_bound": v.epsilon_lower_bound, "confidence": v.confidence})

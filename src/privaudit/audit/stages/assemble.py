@@ -7,11 +7,7 @@ import platform
 import sys
 from pathlib import Path
 
-import joblib
 import numpy as np
-import scipy
-import sklearn
-import skops
 
 from privaudit import __version__
 from privaudit.audit.config import AuditConfig
@@ -59,5 +55,10 @@ def model_name(cfg: AuditConfig, inputs: Inputs) -> str:
 
 
 def _versions() -> dict[str, str]:
+    import joblib  # read only for the provenance; `import privaudit` need not load them
+    import scipy
+    import sklearn
+    import skops
+
     return {"python": platform.python_version(), "numpy": np.__version__, "scipy": scipy.__version__,
             "scikit-learn": sklearn.__version__, "skops": skops.__version__, "joblib": joblib.__version__}
