@@ -110,3 +110,43 @@ def test_usage_errors_exit_2(iac: Path, run: Any, tmp_path: Path) -> None:
     Path("s.json").write_text("keep me")
     _one_error_line(run("scan", "infra", "--policy", "missing.toml", "-o", "s.json"), "missing.toml")
     assert Path("s.json").read_text() == "keep me"  # nothing the user had is overwritten
+
+
+_CFN = 'AWSTemplateFormatVersion: "2010-09-09"\nResources:\n'
+
+
+def _bomb() -> str:
+    text, prev = _CFN.replace("Resources:\n", "a: &a [x, x, x, x, x, x, x, x, x, x]\n"), "a"
+    for name in "bcdefghi":  # nine levels of ten aliases each: 10^9 values once expanded, from 600 bytes
+        text += f"{name}: &{name} [" + ", ".join([f"*{prev}"] * 10) + "]\n"
+        prev = name
+    return text + f"Resources:\n  E:\n    Type: AWS::SageMaker::Endpoint\n    Properties: {{Tags: *{prev}}}\n"
+
+
+@pytest.mark.parametrize(("name", "text", "needle"), [
+    ("bomb.yaml", _bomb(), "expands to more than"),
+    ("self.yaml", _CFN + "  E:\n    Type: AWS::SageMaker::Endpoint\n    Properties: &p {X: *p}\n", "refers to a value"),
+    ("intkey.yaml", _CFN + "  E:\n    Type: AWS::SageMaker::Endpoint\n    Properties: {1: 2}\n", "unexpected structure"),
+    ("rules.yaml", _CFN + "  W:\n    Type: AWS::WAFv2::WebACL\n    Properties: {Rules: [x]}\n", "unexpected structure"),
+    ("kserve.yaml", "apiVersion: serving.kserve.io/v1beta1\nkind: InferenceService\nmetadata: {name: m, labels: [a]}\n"
+                    "spec: nope\n", "unexpected structure"),
+    ("plan.json", json.dumps({"format_version": "1.2", "planned_values": {"root_module": {"resources": [
+        {"type": "aws_sagemaker_endpoint", "name": "e", "values": {}}]}}}), "unexpected structure"),
+])
+def test_hostile_iac_is_one_line_naming_the_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, run: Any,
+                                                  name: str, text: str, needle: str) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / name).write_text(text)
+    _one_error_line(run("scan", name), name, needle)
+
+
+def test_names_from_iac_are_printed_and_written_as_text(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                         run: Any, plain_terminal: None) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "names.yaml").write_text(_CFN + '  Ep:\n    Type: AWS::SageMaker::Endpoint\n    Properties: '
+                                         '{EndpointName: "[/x]<b>x|y</b>", EndpointConfigName: c}\n')
+    r = run("scan", "names.yaml", "-o", "scan.md", "--fail-on", "never")
+    assert r.code == 0, r.err  # rich markup in a name was an internal error (exit 70)
+    assert "[/x]<b>" in r.out  # shown as written (the table may wrap the rest of the name)
+    md = (tmp_path / "scan.md").read_text()
+    assert "<b>" not in md and "\\[/x\\]&lt;b&gt;x\\|y&lt;/b&gt;" in md

@@ -220,7 +220,7 @@ def scan(
     write_all(report, ci.outputs, ci.write, announce=lambda out: console.print(f"wrote {escape(str(out))}", highlight=False))
     result = gate_result(report, ci)
     colour = "green" if result.passed else "bold red"
-    console.print(f"[{colour}]{result.message}[/{colour}]", highlight=False)
+    console.print(f"[{colour}]{escape(result.message)}[/{colour}]", highlight=False)
     raise typer.Exit(result.code)
 
 

@@ -25,10 +25,11 @@ def _text(text: object) -> str:
     return _MARKDOWN_SPECIAL.sub(r"\\\1", line)
 
 
-def _code(text: str) -> str:
-    """A name as inline code (where HTML and Markdown are inert), or escaped text if it holds a backtick."""
+def code(text: str) -> str:
+    """A name as inline code (where HTML and Markdown are inert), or escaped text if it holds a backtick or
+    a pipe (which ends a table cell even inside code)."""
     line = " ".join(text.split())
-    return f"`{line}`" if "`" not in line and line else _text(line)
+    return f"`{line}`" if "`" not in line and "|" not in line and line else _text(line)
 
 
 def cell(text: object) -> str:
@@ -60,7 +61,7 @@ def status_label(finding: Finding) -> str:
 
 def verdict(report: Report) -> str:
     failed = [f for f in report.findings if f.failed]
-    model = _code(report.model_name) if report.model_name else "the model"
+    model = code(report.model_name) if report.model_name else "the model"
     if not failed:
         unknown = sum(f.status == "unknown" for f in report.findings)
         extra = f" ({unknown} rule{'s' if unknown != 1 else ''} without evidence)" if unknown else ""
@@ -75,7 +76,7 @@ def to_markdown(report: Report) -> str:
     lines = [verdict(report), ""]
     if report.regressions:
         lines += ["**Regressions since the baseline**", ""]
-        lines += [f"- {_text(r.kind)} {_code(r.id)}: {_text(shorten(r.message))}" for r in report.regressions]
+        lines += [f"- {_text(r.kind)} {code(r.id)}: {_text(shorten(r.message))}" for r in report.regressions]
         lines.append("")
     if not report.split_check.passed:
         lines += [f"> Split check failed: {_text(shorten(report.split_check.message))}", ""]

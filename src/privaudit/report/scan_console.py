@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 STYLE = {"fail": "bold red", "pass": "green", "unknown": "yellow"}
@@ -20,9 +21,10 @@ def render_scan(report: Any, console: Console) -> None:
         bad = [c.check for c in f.checks if c.status.value == "FAIL"]
         unknown = [c.check for c in f.checks if c.status.value == "UNKNOWN"]
         status = f.status + (" (suppressed)" if f.suppressed else "")
-        table.add_row(f.model_name, dep.kind if dep else "", f.rule_id, f"[{STYLE.get(f.status, '')}]{status}[/]",
+        # Names come from infrastructure files: printed as written, never read as rich markup.
+        table.add_row(escape(f.model_name), escape(dep.kind) if dep else "", f.rule_id, f"[{STYLE.get(f.status, '')}]{status}[/]",
                       f.severity.value, "; ".join(part for part in (
                           "FAIL " + ", ".join(bad) if bad else "", "UNKNOWN " + ", ".join(unknown) if unknown else "") if part))
     console.print(table)
     for w in report.warnings:
-        console.print(f"[yellow]warning:[/yellow] {w}", highlight=False)
+        console.print(f"[yellow]warning:[/yellow] {escape(w)}", highlight=False)

@@ -5,10 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from privaudit.report import WriteOptions, register_writer
-
-
-def _c(text: object) -> str:
-    return " ".join(str(text).split()).replace("|", "\\|")
+from privaudit.report.markdown import cell, code
 
 
 @register_writer("markdown", ".md", ".markdown", kind="scan")
@@ -24,10 +21,10 @@ def render(report: Any, options: WriteOptions) -> str:
     for f in sorted(report.findings, key=lambda f: (not f.failed, -f.severity.rank, f.id)):
         bad = [c.check for c in f.checks if c.status.value == "FAIL"]
         status = f.status + (" (suppressed)" if f.suppressed else "")
-        lines.append(f"| `{_c(f.model_name)}` | {f.rule_id} | {status} | {f.severity.value} | {_c(', '.join(bad)) or '-'} |")
+        lines.append(f"| {code(f.model_name)} | {f.rule_id} | {status} | {f.severity.value} | {cell(', '.join(bad)) or '-'} |")
     for dep in report.deployments:
         where = f"{dep.file}:{dep.line or 1}" if dep.file else (dep.arn or dep.id)
-        lines += ["", f"### {dep.name} ({dep.kind}, `{_c(where)}`)", ""]
+        lines += ["", f"### {cell(dep.name)} ({cell(dep.kind)}, {code(where)})", ""]
         seen = set()
         for f in report.findings:
             if f.model_name != dep.name:
@@ -36,6 +33,6 @@ def render(report: Any, options: WriteOptions) -> str:
                 if c.check in seen:
                     continue
                 seen.add(c.check)
-                lines.append(f"- **{c.check}** {c.status.value}: {_c(c.evidence)}")
-    lines += [f"- warning: {_c(w)}" for w in report.warnings]
+                lines.append(f"- **{c.check}** {c.status.value}: {cell(c.evidence)}")
+    lines += [f"- warning: {cell(w)}" for w in report.warnings]
     return "\n".join(lines) + "\n"

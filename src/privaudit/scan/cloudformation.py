@@ -35,8 +35,37 @@ def _intrinsic(tag: str, value: Any) -> Any:
     return {f"Fn::{tag}": value}
 
 
+MAX_NODES = 1_000_000  # values in a document once its aliases are expanded; more is refused (a "YAML bomb")
+
+
+def _expanded(node: yaml.Node, sizes: dict[int, int], open_: set[int]) -> int:
+    """How many values ``node`` stands for with every alias expanded (each shared node counted once per use)."""
+    key = id(node)
+    if key in sizes:
+        return sizes[key]
+    if key in open_:
+        raise yaml.composer.ComposerError(None, None, "an alias refers to a value that contains it", node.start_mark)
+    open_.add(key)
+    if isinstance(node, yaml.SequenceNode):
+        size = 1 + sum(_expanded(n, sizes, open_) for n in node.value)
+    elif isinstance(node, yaml.MappingNode):
+        size = 1 + sum(_expanded(k, sizes, open_) + _expanded(v, sizes, open_) for k, v in node.value)
+    else:
+        size = 1
+    open_.discard(key)
+    sizes[key] = size
+    if size > MAX_NODES:
+        raise yaml.composer.ComposerError(None, None, f"expands to more than {MAX_NODES:,} values through its "
+                                          "aliases (*name); refused", node.start_mark)
+    return size
+
+
 class _Loader(yaml.SafeLoader):
-    pass
+    def compose_document(self) -> Any:
+        node = super().compose_document()
+        if node is not None:
+            _expanded(node, {}, set())
+        return node
 
 
 def _construct(loader: yaml.SafeLoader, suffix: str, node: yaml.Node) -> Any:

@@ -43,8 +43,20 @@ def _yaml_docs(text: str, label: str) -> list[Any]:
 
 
 def parse_file(path: Path) -> list[Resource]:
-    """The resources in one file; files of no known kind give none (a scan reads whole trees)."""
+    """The resources in one file; files of no known kind give none (a scan reads whole trees). A file of a
+    known kind whose structure no parser expects (a list where a mapping belongs, a key missing, an alias
+    of itself) is a one-line error naming it, at this one boundary rather than in every resource builder."""
     label = display(path)
+    try:
+        return _parse_file(path, label)
+    except ConfigError:
+        raise
+    except (AttributeError, TypeError, KeyError, IndexError, ValueError, RecursionError) as exc:
+        raise ConfigError(f"{label}: unexpected structure, not read ({type(exc).__name__}: "
+                          f"{' '.join(str(exc).split())[:120]}); fix the file or leave it out of the scan") from exc
+
+
+def _parse_file(path: Path, label: str) -> list[Resource]:
     suffix = path.suffix.lower()
     if suffix == ".tf":
         return terraform.parse_tf_file(path, label)
