@@ -329,3 +329,23 @@ def test_a_stray_word_in_a_numeric_column_is_refused_not_an_internal_error(tmp_p
     with pytest.raises(DataError, match="'bmi' has text .*the model needs numbers"):
         privaudit.audit(model, str(tmp_path / "train.csv"), str(tmp_path / "holdout.csv"), label="label",
                         attacks=["loss"], reference_models=0, cache_dir=False)
+
+
+def test_a_column_read_as_text_in_one_file_and_numbers_in_the_other_keeps_one_category_per_value() -> None:
+    # 'zone' is text in train ("X1" among numbers) and plain numbers in holdout: 10.0 and "10" must be
+    # the same category, or every holdout record reaches the model as a value it never saw (a false leak).
+    import pandas as pd
+
+    from privaudit.data import load_data
+    from privaudit.textcolumns import encode_text
+
+    tr = pd.DataFrame({"zone": ["10", "X1", "20", "10"], "a": [1.0, 2, 3, 4], "y": [0, 1, 0, 1]})
+    ho = pd.DataFrame({"zone": [10.0, 20.0, 30.0], "a": [1.0, 2, 3], "y": [0, 1, 1]})
+    train = load_data(tr, label="y", name="train", allow_text=True)
+    holdout = load_data(ho, label="y", name="holdout", allow_text=True)
+    coded_tr, coded_ho, codec = encode_text(train, holdout)
+    assert codec is not None
+    values = dict(codec.categories)[0]
+    assert values.count("10") == 1 and 10.0 not in values[1:] and set(values) == {"10", "20", "X1", 30.0}
+    assert list(codec.frame(coded_ho.X)["zone"]) == ["10", "20", 30.0]
+    assert coded_tr.X[0, 0] == coded_ho.X[0, 0]

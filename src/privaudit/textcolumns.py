@@ -33,6 +33,24 @@ def _key(value: Any) -> tuple[str, str]:
     return (type(value).__name__, str(value))
 
 
+def _same_spelling(parts: dict[str, Any], numeric: list[str]) -> None:
+    """A column read as text in one file and as numbers in the other (``numeric``): give each number the
+    spelling the text file uses for it, so 10.0 and "10" are one category, not two the model tells apart."""
+    spelled: dict[float, str] = {}
+    for name, values in parts.items():
+        if name in numeric:
+            continue
+        for v in values:
+            if isinstance(v, str):
+                try:
+                    spelled.setdefault(float(v), v)
+                except ValueError:
+                    pass
+    for name in numeric:
+        parts[name] = np.array([spelled.get(float(v), v) if _key(v) != ("", "") else v for v in parts[name]],
+                               dtype=object)
+
+
 @dataclass(frozen=True)
 class FrameCodec:
     """Column names, and per text column the values its codes stand for."""
@@ -75,6 +93,7 @@ def encode_text(train: Dataset, holdout: Dataset) -> tuple[Dataset, Dataset, Fra
     for j in columns:
         parts = {name: raw[name].get(j, ds.X[:, j].astype(object))
                  for name, ds in (("train", train), ("holdout", holdout))}
+        _same_spelling(parts, [name for name in parts if j not in raw[name]])
         distinct = {_key(v): v for part in parts.values() for v in part}
         order = sorted(distinct)
         index = {k: i for i, k in enumerate(order)}
