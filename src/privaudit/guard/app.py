@@ -34,8 +34,6 @@ def build_app(config: GuardConfig, *, monitor: Optional[Monitor] = None, upstrea
 
     async def dispatch(request: Request) -> Response:
         path = request.url.path
-        if request.method == "POST":
-            return await guard.handle(request)
         if path == "/healthz":
             if not guard.monitoring_up:
                 return json_response(503, {"status": "monitoring stopped"})

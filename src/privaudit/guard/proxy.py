@@ -207,12 +207,6 @@ class Guard:
             pool = self._pools[base] = UpstreamPool(base, self._state.config.upstream_connections)
         return pool
 
-    async def handle(self, request: Request) -> Response:
-        """The response to ``request``; monitoring gets the request before this returns."""
-        response, trace = await self.process(request)
-        self.finish(trace, response.status_code)
-        return response
-
     async def serve(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Answer one ASGI request, then hand it to monitoring: the event's encoding and its pipe write
         (which wakes the monitoring process) come after the answer has left, not before."""

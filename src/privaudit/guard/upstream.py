@@ -14,13 +14,13 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import json
 import ssl
 from collections import deque
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
 import httptools
+import orjson
 
 
 class UpstreamError(Exception):
@@ -34,12 +34,8 @@ class Answer:
         self.status_code = status_code
         self.content = body
 
-    @property
-    def is_success(self) -> bool:
-        return 200 <= self.status_code < 300
-
     def json(self) -> Any:
-        return json.loads(self.content)
+        return orjson.loads(self.content)
 
 
 class _Reader:

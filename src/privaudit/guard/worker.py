@@ -66,19 +66,6 @@ def monitoring_importable(cfg: GuardConfig) -> bool:
     return True
 
 
-def default_monitor(cfg: GuardConfig, registry: CollectorRegistry) -> Monitor:
-    """The monitor of ``cfg`` in this process (NullMonitor only when monitoring_importable allows it)."""
-    if not monitoring_importable(cfg):
-        return NullMonitor()
-    from privaudit.guard.monitoring import build_monitor
-
-    monitor: Monitor = build_monitor(log=cfg.log, detectors=cfg.detector_settings(), response=list(cfg.response),
-                                     allow=list(cfg.allow), alerts=cfg.alerts, metrics_registry=registry,
-                                     escalation=cfg.escalation or None, learn=True,
-                                     feature_names=cfg.protocol.feature_names)
-    return monitor
-
-
 def wait_until(cond: threading.Condition, done: Callable[[], bool], timeout: float) -> bool:
     """Wait on ``cond`` (which the caller holds) until ``done()``; False if ``timeout`` seconds pass first."""
     deadline = time.monotonic() + timeout
