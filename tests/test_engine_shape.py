@@ -167,3 +167,13 @@ def test_every_command_takes_the_shared_path() -> None:
     from privaudit.report import writers
 
     assert {"json", "markdown", "sarif"} <= {name for name, _ in writers("monitor").values()}
+
+
+@pytest.mark.parametrize(("options", "flag"), [
+    ({"n_bootstrap": "many"}, "--bootstrap"), ({"seed": "x"}, "--seed"),
+    ({"model_options": {"ref_epochs": "x"}}, "--ref-epochs"), ({"model_options": {"bogus": 1}}, "--model-options"),
+])
+def test_errors_name_the_command_line_option(options: dict[str, Any], flag: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        AuditConfig.from_options("m.skops", "tr.csv", "ho.csv", **options)
+    assert str(err.value).startswith(flag) and "\n" not in str(err.value)

@@ -50,12 +50,16 @@ class ModelConfig(_Group):
     @field_validator("options", mode="before")
     @classmethod
     def _options(cls, value: Any) -> ModelOptions:
-        options = ModelOptions.of(value)
-        for key in ("ref_epochs", "ref_batch_size"):
-            if getattr(options, key) < 1:
-                raise ConfigError(f"--{key.replace('_', '-')} {getattr(options, key)}: must be 1 or more")
-        if not options.ref_lr > 0:
-            raise ConfigError(f"--ref-lr {options.ref_lr}: must be above 0")
+        try:
+            options = ModelOptions.of(value)
+        except TypeError as exc:  # an option ModelOptions does not have
+            raise ConfigError(f"--model-options: {exc}") from None
+        for key, number, least in (("ref_epochs", int, 1), ("ref_batch_size", int, 1), ("ref_lr", float, 0.0)):
+            got = getattr(options, key)
+            if isinstance(got, bool) or not isinstance(got, (int, float) if number is float else int):
+                raise ConfigError(f"--{key.replace('_', '-')} {got!r}: must be a number")
+            if (got < least) if least else not got > 0:
+                raise ConfigError(f"--{key.replace('_', '-')} {got}: must be " + ("1 or more" if least else "above 0"))
         return options
 
     @field_validator("http", mode="before")
@@ -255,6 +259,21 @@ class AuditConfig(_Group):
             return cls.model_validate(groups)
         except ValidationError as exc:
             err = exc.errors()[0]
-            where = ".".join(str(p) for p in err["loc"])
-            flag = next(("--" + k.replace("_", "-") for k, v in OPTIONS.items() if ".".join(v) == where), where)
-            raise ConfigError(f"{flag}: {err['msg']} (got {str(err.get('input'))[:80]!r})") from None
+            raise ConfigError(f"{_flag(err['loc'])}: {err['msg']} (got {str(err.get('input'))[:80]!r})") from None
+
+
+# Fields whose command-line option is not their keyword's name.
+_CLI_NAMES = {"attacks.n_bootstrap": "--bootstrap", "reports.controls": "--guard-config", "reports.policy": "--policy",
+              "data.train": "--train", "data.holdout": "--holdout", "model.source": "--model",
+              "model.options.format": "--model-format", "seed": "--seed"}
+
+
+def _flag(loc: tuple[Any, ...]) -> str:
+    """The command-line option a validation error's location stands for."""
+    where = ".".join(str(p) for p in loc)
+    nested = ".".join(str(p) for p in loc[:3])
+    if nested in _CLI_NAMES or where in _CLI_NAMES:
+        return _CLI_NAMES.get(nested) or _CLI_NAMES[where]
+    if tuple(loc[:2]) in (("model", "options"), ("model", "http")) and len(loc) > 2:
+        return "--" + str(loc[2]).replace("_", "-")  # --ref-epochs, --batch-size, ...
+    return next(("--" + k.replace("_", "-") for k, v in OPTIONS.items() if ".".join(v) == where), where)
