@@ -51,7 +51,7 @@ from privaudit.errors import ConfigError
 from privaudit.guard.codec import encode_event
 from privaudit.guard.events import QueryEvent
 from privaudit.guard.monitor_child import EVENTS, FAILED, METRICS, READY, RESULTS, SYNC, U64
-from privaudit.guard.worker import OnResult, event_bytes, wait_until
+from privaudit.guard.worker import OnResult, Reserving, event_bytes, wait_until
 
 log = logging.getLogger("privaudit.guard")
 START_TIMEOUT = 120.0  # seconds for the child to build the monitor (calibration data is read here)
@@ -69,7 +69,7 @@ class _ChildMetrics:
         yield from text_string_to_metric_families(self.text)
 
 
-class ProcessQueue:
+class ProcessQueue(Reserving):
     """The guard's side of the monitoring process; the same surface as worker.MonitorQueue."""
 
     def __init__(self, settings: dict[str, Any], on_result: OnResult, *, max_events: int, max_bytes: int,
@@ -155,23 +155,13 @@ class ProcessQueue:
         return (self._alive and len(self._sizes) + self._reserved < self.max_events
                 and self._bytes + self._reserved_bytes + nbytes <= self.max_bytes)
 
-    def reserve(self, nbytes: int) -> bool:
-        """Hold room for one event of about ``nbytes`` (before a request is forwarded); see ``submit``."""
-        with self._cond:
-            if self._stopping or not self.has_room(nbytes):
-                return False
-            self._reserved += 1
-            self._reserved_bytes += nbytes
-        return True
-
     def submit(self, event: QueryEvent, reserved: Optional[int] = None) -> bool:
         """Send ``event`` to monitoring; False (and counted) when it does not fit or monitoring stopped. An
         event sent with the ``reserved`` bytes held for it always fits, whatever its final size."""
         size = event_bytes(event)
         if reserved is not None:
             with self._cond:
-                self._reserved -= 1
-                self._reserved_bytes -= reserved
+                self._release(reserved)
         if self._stopping or not (self._alive if reserved is not None else self.has_room(size)):
             self.dropped.inc()
             return False

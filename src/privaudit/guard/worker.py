@@ -82,7 +82,34 @@ def event_bytes(event: QueryEvent) -> int:
     return int(event.inputs.nbytes) + outputs
 
 
-class MonitorQueue:
+class Reserving:
+    """Room held in a bounded monitoring queue for requests in flight: the guard reserves it before it
+    forwards a request, and the event later submitted with ``reserved`` always fits (see submit)."""
+
+    _cond: threading.Condition
+    _stopping: bool
+    _reserved: int
+    _reserved_bytes: int
+
+    def has_room(self, nbytes: int = 0) -> bool:
+        raise NotImplementedError
+
+    def reserve(self, nbytes: int) -> bool:
+        """Hold room for one event of about ``nbytes``; False when there is none (or the queue closed)."""
+        with self._cond:
+            if self._stopping or not self.has_room(nbytes):
+                return False
+            self._reserved += 1
+            self._reserved_bytes += nbytes
+        return True
+
+    def _release(self, reserved: int) -> None:
+        """Give back what ``reserve`` held (the caller holds ``_cond``)."""
+        self._reserved -= 1
+        self._reserved_bytes -= reserved
+
+
+class MonitorQueue(Reserving):
     """Events waiting for monitoring; ``on_result(event, verdict, error)`` runs in the worker."""
 
     alive = True  # a thread in this process: it stops only when closed
@@ -110,23 +137,13 @@ class MonitorQueue:
         return (len(self._items) + self._reserved < self.max_events
                 and self._bytes + self._reserved_bytes + nbytes <= self.max_bytes)
 
-    def reserve(self, nbytes: int) -> bool:
-        """Hold room for one event of about ``nbytes`` (before a request is forwarded); see ``submit``."""
-        with self._cond:
-            if self._stopping or not self.has_room(nbytes):
-                return False
-            self._reserved += 1
-            self._reserved_bytes += nbytes
-        return True
-
     def submit(self, event: QueryEvent, reserved: Optional[int] = None) -> bool:
         """Queue ``event``; False (and counted) when it does not fit or the queue is closed. An event sent
         with the ``reserved`` bytes held for it always fits, whatever its final size."""
         size = event_bytes(event)
         with self._cond:
             if reserved is not None:
-                self._reserved -= 1
-                self._reserved_bytes -= reserved
+                self._release(reserved)
             if self._stopping or (reserved is None and not self.has_room(size)):
                 self.dropped.inc()
                 return False
